@@ -1,0 +1,687 @@
+"""SHAPO-TRPO-Lag: TRPO-Lag whose policy gradient is taken at a SHAPO-perturbed actor.
+
+Single-file reference of SHAPO (paper Alg. 3; SPEC.md §2, §4-6). Run with
+    python trpo_lag_shapo.py --env-id SafetyPointGoal1-v0
+and see `python trpo_lag_shapo.py --help` for every flag. TensorBoard logs go to runs/<run_name>/.
+"""
+
+import dataclasses
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from gymnasium.wrappers.normalize import RunningMeanStd
+from torch.distributions import Normal, kl_divergence
+from torch.utils.tensorboard import SummaryWriter
+
+
+def import_safety_gymnasium():
+    """Import safety_gymnasium 1.0.0 on any Python >= 3.8 (SPEC §11).
+
+    Its asset classes are dataclasses with numpy arrays as field defaults, which Python >= 3.11
+    rejects as mutable defaults. While the package is imported, `dataclasses.dataclass` turns each
+    such default into an equivalent `default_factory`; it is restored right after.
+    """
+    plain_dataclass = dataclasses.dataclass
+
+    def numpy_safe_dataclass(cls=None, /, **kwargs):
+        def wrap(cls):
+            for name in cls.__dict__.get("__annotations__", {}):
+                default = cls.__dict__.get(name)
+                if isinstance(default, np.ndarray):
+                    setattr(cls, name, dataclasses.field(default_factory=default.copy))
+            return plain_dataclass(cls, **kwargs)
+
+        return wrap if cls is None else wrap(cls)
+
+    dataclasses.dataclass = numpy_safe_dataclass
+    try:
+        import safety_gymnasium
+    finally:
+        dataclasses.dataclass = plain_dataclass
+    return safety_gymnasium
+
+
+safety_gymnasium = import_safety_gymnasium()
+from safety_gymnasium.utils.registration import safe_registry  # noqa: E402
+from safety_gymnasium.vector import SafetyAsyncVectorEnv, SafetySyncVectorEnv  # noqa: E402
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
+    seed: int = 0
+    """seed of Python, NumPy, PyTorch and the environments (env i gets seed + i)"""
+    env_id: str = "SafetyPointGoal1-v0"
+    """a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4 (cost 1 on a fall)"""
+    total_timesteps: int = 10_000_000
+    """environment steps of the whole run, all envs together"""
+    num_envs: int = 5
+    """number of parallel environments"""
+    steps_per_epoch: int = 20_000
+    """transitions collected per epoch (one policy update), all envs together"""
+    cost_limit: float = 25.0
+    """d: bound on the expected undiscounted episodic cost"""
+    vector_env: Literal["auto", "sync", "async"] = "auto"
+    """'async' steps each env in its own process; 'auto' does so for the slow navigation tasks only"""
+    max_episode_steps: Optional[int] = None
+    """override the task's time limit (for tests and debugging); None keeps the task's own"""
+    gamma: float = 0.99
+    """discount factor of reward and cost"""
+    gae_lambda: float = 0.95
+    """lambda of generalised advantage estimation"""
+    lagrangian_multiplier_init: float = 0.001
+    """initial value of the Lagrange multiplier"""
+    lambda_lr: float = 0.035
+    """Adam learning rate of the Lagrange multiplier"""
+    critic_l2_coef: float = 0.001
+    """weight of the L2 penalty on the critics' parameters"""
+    max_grad_norm: float = 40.0
+    """gradient-norm clip"""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the reward and cost critics"""
+    critic_update_epochs: int = 10
+    """passes over the batch for the critics per epoch"""
+    critic_minibatch_size: int = 128
+    """transitions per critic minibatch"""
+    target_kl: float = 0.01
+    """delta: trust-region radius, bound on the mean KL(pi_old || pi) of an update"""
+    cg_iters: int = 15
+    """conjugate-gradient iterations of the natural-gradient solve"""
+    cg_damping: float = 0.1
+    """damping added to the Fisher matrix: (F + damping I) x = g"""
+    line_search_steps: int = 15
+    """backtracking line-search tries"""
+    line_search_decay: float = 0.8
+    """step shrink factor per line-search try"""
+    delta_down: float = 1e-5
+    """delta_Down: KL radius of the SHAPO perturbation (SPEC §5); 0 recovers the base algorithm"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments (SPEC §2)
+# ---------------------------------------------------------------------------------------------
+FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise ValueError unless `env_id` is a task these scripts support (SPEC §2)."""
+    if env_id in FALL_COST_ENVS:
+        return
+    if env_id in safe_registry and "Vision" not in env_id and "Debug" not in env_id:
+        return
+    raise ValueError(
+        f"unsupported --env-id {env_id!r}: use a safety-gymnasium vector-observation task "
+        f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}"
+    )
+
+
+class FallCost(gym.Wrapper):
+    """Turns a gymnasium MuJoCo locomotion task into a safety task: the cost of a step is 1 if the
+    episode terminates there (the agent fell) and 0 otherwise [R]. Steps return the
+    safety-gymnasium 6-tuple (obs, reward, cost, terminated, truncated, info)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, float(terminated), terminated, truncated, info
+
+
+class NormalizeObservation(gym.vector.VectorEnvWrapper):
+    """Running mean/std normalisation of observations, statistics shared by all envs (SPEC §2).
+
+    The final observation of an episode (`info["final_observation"]`, used to bootstrap on
+    truncation) gets exactly the transform of that step's observations. safety-gymnasium's
+    SafeNormalizeObservation cannot be used: on a vector env it fails on `final_observation`
+    (an object array) and would update the statistics a second time with it.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, epsilon: float = 1e-8):
+        super().__init__(env)
+        self.obs_rms = RunningMeanStd(shape=self.single_observation_space.shape)
+        self.epsilon = epsilon
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        return (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.obs_rms.update(obs)
+        return self.normalize(obs), info
+
+    def step(self, actions):
+        obs, reward, cost, terminated, truncated, info = self.env.step(actions)
+        self.obs_rms.update(obs)
+        for i in np.flatnonzero(info.get("_final_observation", [])):
+            info["final_observation"][i] = self.normalize(info["final_observation"][i])
+        return self.normalize(obs), reward, cost, terminated, truncated, info
+
+
+def make_env(env_id: str, max_episode_steps: Optional[int] = None) -> Callable[[], gym.Env]:
+    """Thunk building one environment with actions rescaled and clipped to [-1, 1] (SPEC §2)."""
+
+    def thunk() -> gym.Env:
+        if env_id in FALL_COST_ENVS:
+            env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps))
+        else:
+            env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+        return gym.wrappers.ClipAction(env)
+
+    return thunk
+
+
+def make_vector_env(args: Args) -> NormalizeObservation:
+    """`args.num_envs` copies of `args.env_id` in a safety-gymnasium vector env, normalised.
+
+    Each step returns (obs [N, obs_dim], reward [N], cost [N], terminated [N], truncated [N], info);
+    an env whose episode ended is reset at once, its last observation in info["final_observation"].
+    """
+    use_async = args.vector_env == "async" or (
+        args.vector_env == "auto" and "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS
+    )
+    vector_env_class = SafetyAsyncVectorEnv if use_async else SafetySyncVectorEnv
+    return NormalizeObservation(
+        vector_env_class([make_env(args.env_id, args.max_episode_steps) for _ in range(args.num_envs)])
+    )
+
+
+class EpisodeTracker:
+    """Exact per-env episode statistics: every step's reward and cost is counted, including the
+    step on which an episode ends (SPEC §2)."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs)
+        self.costs = np.zeros(num_envs)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def step(self, reward: np.ndarray, cost: np.ndarray, done: np.ndarray) -> list:
+        """Add one vector step ([N] arrays); return (return, cost, length) of each episode it ended."""
+        self.returns += reward
+        self.costs += cost
+        self.lengths += 1
+        ended = np.flatnonzero(done)
+        finished = [(float(self.returns[i]), float(self.costs[i]), int(self.lengths[i])) for i in ended]
+        self.returns[ended], self.costs[ended], self.lengths[ended] = 0.0, 0.0, 0
+        return finished
+
+
+# ---------------------------------------------------------------------------------------------
+# Actor and critics (SPEC §2)
+# ---------------------------------------------------------------------------------------------
+def mlp(in_dim: int, out_dim: int, out_gain: float, hidden: tuple = (64, 64)) -> nn.Sequential:
+    """Tanh MLP; orthogonal weights and zero biases (CleanRL's initialisation; our choice [I])."""
+    dims = (in_dim, *hidden, out_dim)
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layer = nn.Linear(fan_in, fan_out)
+        is_output = i == len(dims) - 2
+        nn.init.orthogonal_(layer.weight, out_gain if is_output else np.sqrt(2))
+        nn.init.zeros_(layer.bias)
+        layers += [layer] if is_output else [layer, nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """Diagonal Gaussian policy: MLP mean, state-independent log std initialised to 0."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.mean = mlp(obs_dim, act_dim, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, obs: torch.Tensor) -> Normal:
+        """obs [B, obs_dim] -> Normal with batch shape [B, act_dim] (one factor per action dimension)."""
+        mean = self.mean(obs)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
+
+
+class Critic(nn.Module):
+    """State-value function V(s) of the reward or of the cost."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.net = mlp(obs_dim, 1, out_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [..., obs_dim] -> values [...]."""
+        return self.net(obs).squeeze(-1)
+
+
+def critic_loss(critic: Critic, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
+    """Mean squared error to the targets plus l2_coef * (sum of squared parameters) (SPEC §2)."""
+    l2 = sum(param.pow(2).sum() for param in critic.parameters())
+    return (critic(obs) - target).pow(2).mean() + l2_coef * l2
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages and the Lagrange multiplier (SPEC §1-2)
+# ---------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    dones: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates, all arguments and the result of shape [T, N].
+
+    next_values[t] is V of the state reached by step t: the next observation, or the normalised
+    final observation if the episode was truncated at t. It is ignored where terminated[t] (the
+    bootstrap is 0 there). dones[t] = terminated[t] or truncated[t] cuts the recursion.
+    """
+    deltas = rewards + gamma * next_values * (~terminated) - values
+    not_done = (~dones).float()
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(len(rewards))):
+        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
+        advantages[t] = running
+    return advantages
+
+
+class Lagrange:
+    """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (SPEC §2)."""
+
+    def __init__(self, cost_limit: float, init: float, lr: float):
+        self.cost_limit = cost_limit
+        self.multiplier = nn.Parameter(torch.tensor(float(init)))
+        self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
+
+    @property
+    def value(self) -> float:
+        return self.multiplier.item()
+
+    def update(self, mean_episode_cost: float) -> None:
+        """One Adam step: lambda rises if J_c > d, falls (never below 0) if J_c < d."""
+        self.optimizer.zero_grad()
+        loss = -self.multiplier * (mean_episode_cost - self.cost_limit)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.multiplier.clamp_(min=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Natural-gradient tools: flat parameters, Fisher-vector product, conjugate gradient (SPEC §4)
+# ---------------------------------------------------------------------------------------------
+def flat_grad(output: torch.Tensor, inputs, **kwargs) -> torch.Tensor:
+    """Gradient of the scalar `output` w.r.t. `inputs` (tensors), flattened into one vector."""
+    return torch.cat([grad.reshape(-1) for grad in torch.autograd.grad(output, inputs, **kwargs)])
+
+
+def flat_params(module: nn.Module) -> torch.Tensor:
+    """The parameters of `module` as one detached vector [n_params]."""
+    return torch.cat([param.detach().reshape(-1) for param in module.parameters()])
+
+
+def params_from_flat(module: nn.Module, flat: torch.Tensor) -> dict:
+    """Split `flat` [n_params] into {name: view shaped like that parameter}, for
+    torch.func.functional_call: the module evaluated at other parameters, its own left untouched."""
+    params, start = {}, 0
+    for name, param in module.named_parameters():
+        params[name] = flat[start : start + param.numel()].view_as(param)
+        start += param.numel()
+    return params
+
+
+def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
+    """KL(p || q) averaged over states and action dimensions (SafePO's convention, SPEC §4)."""
+    return kl_divergence(p, q).mean()
+
+
+def fisher_vector_product_fn(actor: Actor, dist: Normal, damping: float) -> Callable:
+    """Return v -> (F + damping I) v, v and result [n_params], where F is the Hessian of
+    mean_kl(pi_theta (held fixed), pi_theta') at theta' = theta, the actor's current parameters,
+    over the observations of `dist` = actor(obs) (which must carry its graph) (SPEC §4).
+    The KL gradient is built once; each product is one more backward pass through it."""
+    params = tuple(actor.parameters())
+    fixed = Normal(dist.loc.detach(), dist.scale.detach())
+    grad_kl = flat_grad(mean_kl(fixed, dist), params, create_graph=True)
+
+    def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
+        return flat_grad(grad_kl @ vector, params, retain_graph=True) + damping * vector
+
+    return fisher_vector_product
+
+
+def conjugate_gradient(
+    matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10
+) -> torch.Tensor:
+    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as
+    v -> A v, after at most `iters` iterations (fewer once |r|^2 < residual_tol)."""
+    x = torch.zeros_like(b)
+    residual, direction = b.clone(), b.clone()
+    residual_sq = residual @ residual
+    for _ in range(iters):
+        a_direction = matrix_vector_product(direction)
+        alpha = residual_sq / (direction @ a_direction)
+        x += alpha * direction
+        residual -= alpha * a_direction
+        new_residual_sq = residual @ residual
+        if new_residual_sq < residual_tol:
+            break
+        direction = residual + (new_residual_sq / residual_sq) * direction
+        residual_sq = new_residual_sq
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# SHAPO: the policy gradient at a pessimistically perturbed actor (SPEC §5; paper Alg. 3-4)
+# ---------------------------------------------------------------------------------------------
+def shapo_gradient(
+    actor: Actor,
+    obs: torch.Tensor,
+    surrogate: Callable,
+    fisher_vector_product: Callable,
+    delta_down: float,
+    cg_iters: int = 10,
+    backtrack_steps: int = 10,
+    backtrack_coef: float = 0.8,
+    fallback_coef: float = 0.1,
+) -> tuple:
+    """Gradient of the surrogate at theta0 + epsilon, a step against it inside a KL ball (SPEC §5).
+
+    Args:
+        actor: the policy at theta0 (its parameters are read, never written).
+        obs: observations [B, obs_dim] of the surrogate and of the KL check.
+        surrogate: dist -> scalar objective L that the base algorithm maximises (its data,
+            advantages and old log-probs bound in).
+        fisher_vector_product: v -> (F(theta0) + damping I) v on `obs`, v [n_params].
+        delta_down: KL radius delta_Down >= 0 of the perturbation; 0 gives the plain gradient.
+
+    Steps: g = grad L(theta0); x = CG(F, g); epsilon = -sqrt(2 delta_down / x^T F x) x (downhill on
+    L); shrink epsilon by backtrack_coef until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down,
+    else use fallback_coef * epsilon; return grad L(theta0 + epsilon).
+
+    Returns (g_tilde [n_params], diagnostics keyed by TensorBoard tag: the KL reached, |epsilon|,
+    the backtracking count and cos(g, g_tilde)).
+    """
+    theta0 = flat_params(actor)
+    dist0 = actor(obs)
+    gradient = flat_grad(surrogate(dist0), tuple(actor.parameters()))
+    x = conjugate_gradient(fisher_vector_product, gradient, cg_iters)
+    epsilon = -torch.sqrt(2.0 * delta_down / (x @ fisher_vector_product(x) + 1e-8)) * x
+
+    dist0 = Normal(dist0.loc.detach(), dist0.scale.detach())
+
+    def kl_at(step: torch.Tensor) -> torch.Tensor:
+        return mean_kl(dist0, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
+
+    with torch.no_grad():
+        for backtracks in range(backtrack_steps):
+            step = backtrack_coef**backtracks * epsilon
+            kl = kl_at(step)
+            if kl <= delta_down:
+                break
+        else:
+            backtracks, step = backtrack_steps, fallback_coef * epsilon
+            kl = kl_at(step)
+
+    # The actor is evaluated at theta0 + step through functional_call, so theta0 stays in place
+    # exactly and the optimiser never sees the perturbation.
+    theta = (theta0 + step).requires_grad_()
+    perturbed_dist = torch.func.functional_call(actor, params_from_flat(actor, theta), (obs,))
+    perturbed_gradient = flat_grad(surrogate(perturbed_dist), (theta,))
+    stats = {
+        "shapo/kl": kl.item(),
+        "shapo/perturbation_norm": step.norm().item(),
+        "shapo/backtracks": backtracks,
+        "shapo/cos_sim": torch.nn.functional.cosine_similarity(gradient, perturbed_gradient, dim=0).item(),
+    }
+    return perturbed_gradient, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# TRPO-Lag update (SPEC §4)
+# ---------------------------------------------------------------------------------------------
+def trpo_surrogate(dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Importance-sampled surrogate L = mean[r A], r = pi(a|s) / pi_old(a|s) (scalar, maximised)."""
+    return (torch.exp(dist.log_prob(act).sum(-1) - logp_old) * adv).mean()
+
+
+def set_flat_params(module: nn.Module, flat: torch.Tensor) -> None:
+    """Copy the vector `flat` [n_params] into the parameters of `module`."""
+    with torch.no_grad():
+        for param, value in zip(module.parameters(), params_from_flat(module, flat).values()):
+            param.copy_(value)
+
+
+def trpo_update(actor: Actor, batch: dict, args: Args) -> dict:
+    """One trust-region step of the actor on the whole batch (flat tensors obs, act, logp, adv):
+    x = CG(F, g), full step sqrt(2 delta / x^T F x) x, then backtracking line search that accepts
+    the first step with a finite surrogate no worse than before and mean KL <= delta; if none
+    passes the actor is left unchanged. Returns diagnostics keyed by TensorBoard tag."""
+    obs = batch["obs"]
+
+    def surrogate(dist: Normal) -> torch.Tensor:
+        return trpo_surrogate(dist, batch["act"], batch["logp"], batch["adv"])
+
+    dist = actor(obs)
+    fvp = fisher_vector_product_fn(actor, dist, args.cg_damping)
+    surrogate_before = surrogate(dist)
+    gradient, shapo_stats = shapo_gradient(actor, obs, surrogate, fvp, args.delta_down)
+    x = conjugate_gradient(fvp, gradient, args.cg_iters)
+    full_step = torch.sqrt(2.0 * args.target_kl / (x @ fvp(x) + 1e-8)) * x
+
+    theta_old = flat_params(actor)
+    old_dist = Normal(dist.loc.detach(), dist.scale.detach())
+    step_fraction, kl = 0.0, 0.0
+    with torch.no_grad():
+        for backtracks in range(args.line_search_steps):
+            candidate = theta_old + args.line_search_decay**backtracks * full_step
+            new_dist = torch.func.functional_call(actor, params_from_flat(actor, candidate), (obs,))
+            improvement = surrogate(new_dist) - surrogate_before
+            new_kl = mean_kl(old_dist, new_dist)
+            if torch.isfinite(improvement) and improvement >= 0 and new_kl <= args.target_kl:
+                set_flat_params(actor, candidate)
+                step_fraction, kl = args.line_search_decay**backtracks, new_kl.item()
+                break
+    stats = {
+        "losses/policy_loss": -surrogate_before.item(),
+        "losses/approx_kl": kl,
+        "trpo/step_fraction": step_fraction,
+        "trpo/backtracks": backtracks,
+    }
+    stats.update(shapo_stats)
+    return stats
+
+
+def update_critics(
+    reward_critic: Critic, cost_critic: Critic, optimizers: list, batch: dict, args: Args
+) -> dict:
+    """`critic_update_epochs` passes of minibatch Adam steps on both critics, gradient clip per
+    critic (SPEC §4). Returns the mean losses keyed by TensorBoard tag."""
+    critics = (
+        (reward_critic, batch["target_r"], "losses/reward_critic_loss"),
+        (cost_critic, batch["target_c"], "losses/cost_critic_loss"),
+    )
+    history = defaultdict(list)
+    for _ in range(args.critic_update_epochs):
+        for mb in torch.randperm(len(batch["obs"])).split(args.critic_minibatch_size):
+            for (critic, target, key), optimizer in zip(critics, optimizers):
+                optimizer.zero_grad()
+                loss = critic_loss(critic, batch["obs"][mb], target[mb], args.critic_l2_coef)
+                loss.backward()
+                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                optimizer.step()
+                history[key].append(loss.item())
+    return {key: float(np.mean(values)) for key, values in history.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def check_args(args: Args) -> None:
+    """Raise ValueError with a one-line message for the first meaningless flag."""
+    check_env_id(args.env_id)
+    for name in ("num_envs", "steps_per_epoch", "total_timesteps"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.steps_per_epoch % args.num_envs:
+        raise ValueError(
+            f"--steps-per-epoch ({args.steps_per_epoch}) must be divisible by --num-envs ({args.num_envs})"
+        )
+    if args.total_timesteps < args.steps_per_epoch:
+        raise ValueError(
+            f"--total-timesteps ({args.total_timesteps}) must be at least --steps-per-epoch ({args.steps_per_epoch})"
+        )
+    if args.cost_limit < 0:
+        raise ValueError(f"--cost-limit must be >= 0, got {args.cost_limit}")
+    if args.max_episode_steps is not None and args.max_episode_steps <= 0:
+        raise ValueError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
+    if args.delta_down < 0:
+        raise ValueError(f"--delta-down must be >= 0, got {args.delta_down}")
+
+
+def main(args: Args) -> dict:
+    """Train for total_timesteps // steps_per_epoch epochs; return the final actor, critics and
+    Lagrange multiplier (keys actor, reward_critic, cost_critic, lagrange)."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    envs = make_vector_env(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
+    )
+    try:
+        return train(args, envs, writer)
+    finally:
+        envs.close()
+        writer.close()
+
+
+def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict:
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    actor = Actor(obs_dim, act_dim)
+    reward_critic, cost_critic = Critic(obs_dim), Critic(obs_dim)
+    critic_optimizers = [
+        torch.optim.Adam(critic.parameters(), lr=args.critic_lr) for critic in (reward_critic, cost_critic)
+    ]
+    lagrange = Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr)
+
+    num_steps, num_envs = args.steps_per_epoch // args.num_envs, args.num_envs
+    num_epochs = args.total_timesteps // args.steps_per_epoch
+    obs_buf = torch.zeros((num_steps, num_envs, obs_dim))
+    act_buf = torch.zeros((num_steps, num_envs, act_dim))
+    logp_buf = torch.zeros((num_steps, num_envs))
+    reward_buf = torch.zeros((num_steps, num_envs))
+    cost_buf = torch.zeros((num_steps, num_envs))
+    terminated_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
+    done_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
+
+    tracker = EpisodeTracker(num_envs)
+    next_obs, _ = envs.reset(seed=args.seed)
+    global_step, cumulative_cost, mean_episode_cost = 0, 0.0, None
+    start_time = time.time()
+    for epoch in range(num_epochs):
+        # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
+        episodes = []
+        final_obs, final_index = [], []
+        for t in range(num_steps):
+            obs = torch.as_tensor(next_obs, dtype=torch.float32)
+            with torch.no_grad():
+                dist = actor(obs)
+                action = dist.sample()
+                logp = dist.log_prob(action).sum(-1)
+            next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
+            global_step += num_envs
+            done = terminated | truncated
+            obs_buf[t], act_buf[t], logp_buf[t] = obs, action, logp
+            reward_buf[t], cost_buf[t] = torch.as_tensor(reward), torch.as_tensor(cost)
+            terminated_buf[t], done_buf[t] = torch.as_tensor(terminated), torch.as_tensor(done)
+            cumulative_cost += float(cost.sum())
+            for i in np.flatnonzero(truncated & ~terminated):
+                final_obs.append(info["final_observation"][i])
+                final_index.append((t, i))
+            for episode_return, episode_cost, episode_length in tracker.step(reward, cost, done):
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_cost", episode_cost, global_step)
+                writer.add_scalar("charts/episodic_length", episode_length, global_step)
+                episodes.append((episode_return, episode_cost))
+
+        # ---- Lagrange multiplier, once per epoch, before the policy update ----
+        if episodes:
+            mean_episode_cost = float(np.mean([cost for _, cost in episodes]))
+        if mean_episode_cost is not None:
+            lagrange.update(mean_episode_cost)
+
+        # ---- advantages for reward and cost ----
+        with torch.no_grad():
+            last_obs = torch.as_tensor(next_obs, dtype=torch.float32)
+            final_obs = torch.as_tensor(np.array(final_obs), dtype=torch.float32).reshape(-1, obs_dim)
+            final_t, final_i = torch.as_tensor(final_index, dtype=torch.long).reshape(-1, 2).T
+            advantages, targets = [], []
+            for critic, rewards in ((reward_critic, reward_buf), (cost_critic, cost_buf)):
+                values = critic(obs_buf)
+                next_values = torch.cat([values[1:], critic(last_obs)[None]])
+                next_values[final_t, final_i] = critic(final_obs)
+                adv = compute_gae(rewards, values, next_values, terminated_buf, done_buf, args.gamma, args.gae_lambda)
+                advantages.append(adv.flatten())
+                targets.append((adv + values).flatten())
+        adv_r, adv_c = advantages
+        adv_r = (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8)
+        adv_c = adv_c - adv_c.mean()
+        lam = lagrange.value
+        batch = {
+            "obs": obs_buf.reshape(-1, obs_dim),
+            "act": act_buf.reshape(-1, act_dim),
+            "logp": logp_buf.flatten(),
+            "adv": (adv_r - lam * adv_c) / (1.0 + lam),
+            "target_r": targets[0],
+            "target_c": targets[1],
+        }
+
+        # ---- policy and critic update ----
+        stats = trpo_update(actor, batch, args)
+        stats.update(update_critics(reward_critic, cost_critic, critic_optimizers, batch, args))
+
+        # ---- logging ----
+        steps_per_second = global_step / (time.time() - start_time)
+        stats.update(
+            {
+                "charts/lagrange_multiplier": lam,
+                "charts/cumulative_cost": cumulative_cost,
+                "charts/cost_rate": cumulative_cost / global_step,
+                "charts/SPS": steps_per_second,
+            }
+        )
+        if mean_episode_cost is not None:
+            stats["charts/Jc"] = mean_episode_cost
+        if episodes:
+            stats["charts/epoch_mean_return"] = float(np.mean([ret for ret, _ in episodes]))
+            stats["charts/epoch_mean_cost"] = float(np.mean([cost for _, cost in episodes]))
+        for key, value in stats.items():
+            writer.add_scalar(key, value, global_step)
+        mean_return = stats.get("charts/epoch_mean_return", float("nan"))
+        mean_cost = stats.get("charts/epoch_mean_cost", float("nan"))
+        print(
+            f"epoch {epoch + 1}/{num_epochs} step {global_step} | episodes {len(episodes)} "
+            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lam:.4f} | {steps_per_second:.0f} steps/s",
+            flush=True,
+        )
+    return {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic, "lagrange": lagrange}
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        check_args(cli_args)
+    except ValueError as error:
+        sys.exit(f"{os.path.basename(__file__)}: error: {error}")
+    main(cli_args)
