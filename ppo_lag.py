@@ -230,9 +230,9 @@ def mlp(in_dim: int, out_dim: int, out_gain: float, hidden: tuple = (64, 64)) ->
 class Actor(nn.Module):
     """Diagonal Gaussian policy: MLP mean, state-independent log std initialised to 0."""
 
-    def __init__(self, obs_dim: int, act_dim: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple = (64, 64)):
         super().__init__()
-        self.mean = mlp(obs_dim, act_dim, out_gain=0.01)
+        self.mean = mlp(obs_dim, act_dim, out_gain=0.01, hidden=hidden)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def forward(self, obs: torch.Tensor) -> Normal:
@@ -244,9 +244,9 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """State-value function V(s) of the reward or of the cost."""
 
-    def __init__(self, obs_dim: int):
+    def __init__(self, obs_dim: int, hidden: tuple = (64, 64)):
         super().__init__()
-        self.net = mlp(obs_dim, 1, out_gain=1.0)
+        self.net = mlp(obs_dim, 1, out_gain=1.0, hidden=hidden)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., obs_dim] -> values [...]."""
@@ -274,8 +274,9 @@ def compute_gae(
     """Generalised advantage estimates, all arguments and the result of shape [T, N].
 
     next_values[t] is V of the state reached by step t: the next observation, or the normalised
-    final observation if the episode was truncated at t. It is ignored where terminated[t] (the
-    bootstrap is 0 there). dones[t] = terminated[t] or truncated[t] cuts the recursion.
+    final observation if the episode was truncated at t; it is ignored where terminated[t] (the
+    bootstrap is 0 there). dones[t] = terminated[t] or truncated[t] cuts the recursion. At the
+    epoch's last step an unfinished episode is bootstrapped with next_values[-1].
     """
     deltas = rewards + gamma * next_values * (~terminated) - values
     not_done = (~dones).float()
@@ -420,6 +421,7 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
     obs_buf = torch.zeros((num_steps, num_envs, obs_dim))
     act_buf = torch.zeros((num_steps, num_envs, act_dim))
     logp_buf = torch.zeros((num_steps, num_envs))
+    next_obs_buf = torch.zeros((num_steps, num_envs, obs_dim))
     reward_buf = torch.zeros((num_steps, num_envs))
     cost_buf = torch.zeros((num_steps, num_envs))
     terminated_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
@@ -432,7 +434,6 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
     for epoch in range(num_epochs):
         # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
         episodes = []
-        final_obs, final_index = [], []
         for t in range(num_steps):
             obs = torch.as_tensor(next_obs, dtype=torch.float32)
             with torch.no_grad():
@@ -442,13 +443,14 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
             next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
             global_step += num_envs
             done = terminated | truncated
-            obs_buf[t], act_buf[t], logp_buf[t] = obs, action, logp
+            # the state each step reached: the episode's final observation where it was truncated
+            real_next_obs = next_obs.copy()
+            for i in np.flatnonzero(truncated):
+                real_next_obs[i] = info["final_observation"][i]
+            obs_buf[t], next_obs_buf[t], act_buf[t], logp_buf[t] = obs, torch.as_tensor(real_next_obs), action, logp
             reward_buf[t], cost_buf[t] = torch.as_tensor(reward), torch.as_tensor(cost)
             terminated_buf[t], done_buf[t] = torch.as_tensor(terminated), torch.as_tensor(done)
             cumulative_cost += float(cost.sum())
-            for i in np.flatnonzero(truncated & ~terminated):
-                final_obs.append(info["final_observation"][i])
-                final_index.append((t, i))
             for episode_return, episode_cost, episode_length in tracker.step(reward, cost, done):
                 writer.add_scalar("charts/episodic_return", episode_return, global_step)
                 writer.add_scalar("charts/episodic_cost", episode_cost, global_step)
@@ -463,14 +465,9 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
 
         # ---- advantages for reward and cost ----
         with torch.no_grad():
-            last_obs = torch.as_tensor(next_obs, dtype=torch.float32)
-            final_obs = torch.as_tensor(np.array(final_obs), dtype=torch.float32).reshape(-1, obs_dim)
-            final_t, final_i = torch.as_tensor(final_index, dtype=torch.long).reshape(-1, 2).T
             advantages, targets = [], []
             for critic, rewards in ((reward_critic, reward_buf), (cost_critic, cost_buf)):
-                values = critic(obs_buf)
-                next_values = torch.cat([values[1:], critic(last_obs)[None]])
-                next_values[final_t, final_i] = critic(final_obs)
+                values, next_values = critic(obs_buf), critic(next_obs_buf)
                 adv = compute_gae(rewards, values, next_values, terminated_buf, done_buf, args.gamma, args.gae_lambda)
                 advantages.append(adv.flatten())
                 targets.append((adv + values).flatten())
