@@ -281,7 +281,7 @@ def compute_gae(
     epoch's last step an unfinished episode is bootstrapped with next_values[-1].
     """
     deltas = rewards + gamma * next_values * (~terminated) - values
-    not_done = (~dones).float()
+    not_done = (~dones).to(rewards.dtype)
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
@@ -515,9 +515,17 @@ def ppo_update(
 def check_args(args: Args) -> None:
     """Raise ValueError with a one-line message for the first meaningless flag."""
     check_env_id(args.env_id)
-    for name in ("num_envs", "steps_per_epoch", "total_timesteps"):
-        if getattr(args, name) <= 0:
+    positive = ("num_envs", "steps_per_epoch", "total_timesteps", "critic_lr", "lambda_lr", "max_grad_norm")
+    positive += ("learning_rate", "update_epochs", "minibatch_size", "clip_coef", "target_kl")
+    non_negative = ("cost_limit", "lagrangian_multiplier_init", "critic_l2_coef")
+    for name in positive:
+        if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in non_negative:
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
     if args.steps_per_epoch % args.num_envs:
         raise ValueError(
             f"--steps-per-epoch ({args.steps_per_epoch}) must be divisible by --num-envs ({args.num_envs})"
@@ -526,8 +534,6 @@ def check_args(args: Args) -> None:
         raise ValueError(
             f"--total-timesteps ({args.total_timesteps}) must be at least --steps-per-epoch ({args.steps_per_epoch})"
         )
-    if args.cost_limit < 0:
-        raise ValueError(f"--cost-limit must be >= 0, got {args.cost_limit}")
     if args.max_episode_steps is not None and args.max_episode_steps <= 0:
         raise ValueError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
     if args.delta_down < 0:

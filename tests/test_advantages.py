@@ -1,0 +1,85 @@
+"""GAE with truncation and termination, and the Lagrange multiplier (SPEC §1-2)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import SCRIPTS, load
+
+
+def naive_gae(episodes, gamma, lam):
+    """Reference by definition, one episode piece at a time:
+    A_t = sum_k (gamma lam)^k delta_{t+k}, delta_t = r_t + gamma V(s_{t+1}) - V(s_t), where the value
+    after the piece's last step is 0 on termination, V(final observation) on truncation and
+    V(next observation) when the epoch ends mid-episode."""
+    out = []
+    for rewards, values, last_value in episodes:
+        n = len(rewards)
+        next_values = list(values[1:]) + [last_value]
+        deltas = [rewards[t] + gamma * next_values[t] - values[t] for t in range(n)]
+        out.append([sum((gamma * lam) ** k * deltas[t + k] for k in range(n - t)) for t in range(n)])
+    return out
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_gae_matches_a_naive_loop_with_truncation_and_termination(name):
+    module = load(name)
+    gamma, lam = 0.99, 0.95
+    rng = np.random.default_rng(0)
+    num_steps, num_envs = 40, 3
+    # env 0: terminates at t=9 and t=25; env 1: truncated at t=14 (final obs valued 7.5); env 2: never ends
+    terminated = np.zeros((num_steps, num_envs), dtype=bool)
+    truncated = np.zeros((num_steps, num_envs), dtype=bool)
+    terminated[[9, 25], 0] = True
+    truncated[14, 1] = True
+    terminated[39, 1] = truncated[39, 1] = True  # both flags at once: termination wins
+    rewards = rng.normal(size=(num_steps, num_envs))
+    values = rng.normal(size=(num_steps, num_envs))
+    # V of the state each step reached: the next row, except where the episode ended there
+    next_values = np.vstack([values[1:], rng.normal(size=(1, num_envs))])
+    next_values[14, 1] = 7.5  # V(normalised final observation) of the truncated episode
+    next_values[terminated] = 123.0  # must be ignored
+
+    got = module.compute_gae(
+        torch.tensor(rewards), torch.tensor(values), torch.tensor(next_values),
+        torch.tensor(terminated), torch.tensor(terminated | truncated), gamma, lam,
+    ).numpy()
+
+    for env in range(num_envs):
+        ends = [t for t in range(num_steps) if terminated[t, env] or truncated[t, env]]
+        starts = [0] + [t + 1 for t in ends]
+        stops = ends + [num_steps - 1]
+        pieces = []
+        for start, stop in zip(starts, stops):
+            if start > stop:
+                continue
+            if terminated[stop, env]:
+                last = 0.0
+            else:
+                last = next_values[stop, env]
+            pieces.append((rewards[start : stop + 1, env], values[start : stop + 1, env], last))
+        expected = np.concatenate(naive_gae(pieces, gamma, lam))
+        np.testing.assert_allclose(got[:, env], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_lagrange_multiplier_rises_above_and_falls_below_the_cost_limit(name):
+    module = load(name)
+    rising = module.Lagrange(cost_limit=25.0, init=0.001, lr=0.035)
+    falling = module.Lagrange(cost_limit=25.0, init=0.5, lr=0.035)
+    for _ in range(5):
+        before = rising.value, falling.value
+        rising.update(40.0)  # J_c > d
+        falling.update(10.0)  # J_c < d
+        assert rising.value > before[0] and falling.value < before[1]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_lagrange_multiplier_never_goes_below_zero(name):
+    module = load(name)
+    lagrange = module.Lagrange(cost_limit=25.0, init=0.001, lr=0.035)
+    for _ in range(50):
+        lagrange.update(0.0)
+        assert lagrange.value >= 0.0
+    assert lagrange.value == 0.0, "far below the limit the multiplier is clamped at exactly 0"
+    lagrange.update(25.0)  # J_c == d: zero gradient
+    assert lagrange.value == 0.0

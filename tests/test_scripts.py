@@ -1,0 +1,182 @@
+"""The four scripts end to end on real tasks, their command-line errors, and the promise that each
+SHAPO script differs from its twin by SHAPO only."""
+
+import ast
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SCRIPTS, load
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+TINY = ["--total-timesteps", "200", "--steps-per-epoch", "100", "--num-envs", "2", "--max-episode-steps", "40"]
+COMMON_TAGS = {
+    "charts/episodic_return", "charts/episodic_cost", "charts/episodic_length", "charts/lagrange_multiplier",
+    "charts/Jc", "charts/cumulative_cost", "charts/cost_rate", "charts/SPS",
+    "losses/policy_loss", "losses/reward_critic_loss", "losses/cost_critic_loss", "losses/approx_kl",
+}
+EXTRA_TAGS = {
+    "ppo_lag": {"losses/update_epochs", "charts/learning_rate"},
+    "trpo_lag": {"trpo/step_fraction", "trpo/backtracks"},
+    "ppo_lag_shapo": {"losses/update_epochs", "charts/learning_rate"},
+    "trpo_lag_shapo": {"trpo/step_fraction", "trpo/backtracks"},
+}
+SHAPO_TAGS = {"shapo/kl", "shapo/perturbation_norm", "shapo/backtracks", "shapo/cos_sim"}
+
+
+def run_script(name, *flags, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_trains_end_to_end_on_point_goal(name, tmp_path):
+    result = run_script(name, "--env-id", "SafetyPointGoal1-v0", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2/2 step 200" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith(f"SafetyPointGoal1-v0__{name}__0__")
+    logged = scalars(run_dir)
+    expected = COMMON_TAGS | EXTRA_TAGS[name] | (SHAPO_TAGS if "shapo" in name else set())
+    assert expected <= set(logged), expected - set(logged)
+    assert all(math.isfinite(v) for values in logged.values() for v in values)
+    assert len(logged["charts/lagrange_multiplier"]) == 2
+    # each of the 2 envs takes 100 steps: two whole 40-step episodes each
+    assert logged["charts/episodic_length"] == [40.0] * 4
+
+
+def test_shapo_trpo_trains_on_ant(tmp_path):
+    result = run_script(
+        "trpo_lag_shapo", "--env-id", "Ant-v4", "--total-timesteps", "1000", "--steps-per-epoch", "500",
+        "--num-envs", "2", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    logged = scalars(run_dir)
+    assert SHAPO_TAGS | {"charts/episodic_cost", "trpo/step_fraction"} <= set(logged)
+    assert all(math.isfinite(v) for values in logged.values() for v in values)
+    assert set(logged["charts/episodic_cost"]) <= {0.0, 1.0}
+
+
+BAD_FLAGS = {
+    "unknown env": (["--env-id", "NoSuchTask-v0"], "unsupported --env-id 'NoSuchTask-v0'"),
+    "vision env": (["--env-id", "SafetyPointGoal1Vision-v0"], "unsupported --env-id"),
+    "no envs": (["--num-envs", "0"], "--num-envs must be positive"),
+    "indivisible batch": (["--num-envs", "3", "--steps-per-epoch", "1000"], "must be divisible by --num-envs"),
+    "no budget": (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+    "budget below one epoch": (["--total-timesteps", "10"], "must be at least --steps-per-epoch"),
+    "negative cost limit": (["--cost-limit", "-1"], "--cost-limit must be >= 0"),
+    "zero learning rate": (["--critic-lr", "0"], "--critic-lr must be positive"),
+    "negative multiplier": (["--lagrangian-multiplier-init", "-0.1"], "--lagrangian-multiplier-init must be >= 0"),
+    "discount above 1": (["--gamma", "1.5"], "need 0 < --gamma <= 1"),
+    "zero-step episodes": (["--max-episode-steps", "0"], "--max-episode-steps must be positive"),
+}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_bad_flags_are_rejected_before_anything_runs(name, case):
+    flags, message = BAD_FLAGS[case]
+    module = load(name)
+    args = module.tyro.cli(module.Args, args=flags)
+    with pytest.raises(ValueError) as error:
+        module.check_args(args)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_bad_flag_exits_with_one_line_and_writes_nothing(name, tmp_path):
+    for flags in (["--env-id", "NoSuchTask-v0"], ["--num-envs", "3", "--steps-per-epoch", "1000"]):
+        result = run_script(name, *flags, cwd=tmp_path)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}.py: error: "), result.stderr
+        assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "name, flags, message",
+    [
+        ("ppo_lag", ["--update-epochs", "0"], "--update-epochs must be positive"),
+        ("ppo_lag", ["--clip-coef", "-0.2"], "--clip-coef must be positive"),
+        ("trpo_lag", ["--line-search-steps", "0"], "--line-search-steps must be positive"),
+        ("trpo_lag", ["--cg-damping", "-1"], "--cg-damping must be >= 0"),
+        ("trpo_lag_shapo", ["--target-kl", "0"], "--target-kl must be positive"),
+    ],
+)
+def test_bad_algorithm_flags_are_rejected(name, flags, message):
+    module = load(name)
+    with pytest.raises(ValueError, match=message):
+        module.check_args(module.tyro.cli(module.Args, args=flags))
+
+
+def test_bad_delta_down_is_rejected():
+    for name in ("ppo_lag_shapo", "trpo_lag_shapo"):
+        module = load(name)
+        with pytest.raises(ValueError, match="--delta-down must be >= 0"):
+            module.check_args(module.Args(delta_down=-1e-5))
+
+
+# ---- the four files repeat each other on purpose; these tests keep them from drifting apart ----
+def top_level_sources(name):
+    """{definition name: its source} for a script's top level; the imports under "imports", the
+    `if __name__ == "__main__"` block under "__main__", the module docstring left out."""
+    source = (ROOT / f"{name}.py").read_text()
+    named = {"imports": ""}
+    for node in ast.parse(source).body:
+        segment = ast.get_source_segment(source, node)
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            named[node.name] = segment
+        elif isinstance(node, ast.Assign):
+            named[ast.unparse(node.targets[0])] = segment
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            named["imports"] += segment + "\n"
+        elif isinstance(node, ast.If):
+            named["__main__"] = segment
+    return named
+
+
+@pytest.mark.parametrize(
+    "vanilla, shapo, shapo_only, with_shapo_call",
+    [
+        ("trpo_lag", "trpo_lag_shapo", {"shapo_gradient"}, {"Args", "check_args", "trpo_update"}),
+        (
+            "ppo_lag", "ppo_lag_shapo",
+            {"shapo_gradient", "set_flat_grad", "flat_grad", "flat_params", "params_from_flat", "mean_kl",
+             "fisher_vector_product_fn", "conjugate_gradient"},
+            {"Args", "check_args", "ppo_update"},
+        ),
+    ],
+)
+def test_shapo_scripts_differ_from_their_twins_by_shapo_only(vanilla, shapo, shapo_only, with_shapo_call):
+    base, other = top_level_sources(vanilla), top_level_sources(shapo)
+    assert set(other) - set(base) == shapo_only
+    assert set(base) <= set(other)
+    changed = {key for key in base if base[key] != other[key]}
+    assert changed == with_shapo_call
+    for key in with_shapo_call:
+        assert "delta_down" in other[key] and "delta_down" not in base[key]
+
+
+def test_common_parts_are_identical_in_the_four_scripts():
+    sources = [top_level_sources(name) for name in SCRIPTS]
+    # Args, check_args and train hold each algorithm's own flags and update calls
+    common = set.intersection(*(set(s) for s in sources)) - {"Args", "check_args", "train"}
+    assert {"imports", "make_env", "compute_gae", "Lagrange", "EpisodeTracker", "main", "__main__"} <= common
+    for key in common:
+        assert len({s[key] for s in sources}) == 1, f"{key} differs between the scripts"
+    trpo_tools = [top_level_sources(name) for name in ("trpo_lag", "trpo_lag_shapo", "ppo_lag_shapo")]
+    for key in ("flat_grad", "fisher_vector_product_fn", "conjugate_gradient", "params_from_flat", "mean_kl"):
+        assert len({s[key] for s in trpo_tools}) == 1, key
+    shapo = [top_level_sources(name)["shapo_gradient"] for name in ("ppo_lag_shapo", "trpo_lag_shapo")]
+    assert shapo[0] == shapo[1]
