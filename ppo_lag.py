@@ -412,6 +412,8 @@ def main(args: Args) -> dict:
 
 
 def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict:
+    """The training loop (SPEC §2, §9): per epoch, a rollout of steps_per_epoch transitions, the
+    Lagrange multiplier update, GAE for reward and cost, the policy and critic updates, logging."""
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     actor = Actor(obs_dim, act_dim)

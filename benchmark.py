@@ -1,0 +1,91 @@
+"""Throughput of the four scripts against the environment's own limit.
+
+    python benchmark.py --env-id SafetyPointGoal1-v0 --steps 20000
+
+For one environment setup (task, number of envs, vector-env mode) it measures, one after another
+on this machine:
+  * the limit: random actions stepped through the scripts' own vector env (make_vector_env of
+    ppo_lag.py, identical in the four scripts), resets included;
+  * each script end to end (rollout and updates) for the same number of steps, as the steps/s it
+    prints after its last epoch.
+Both clocks start after the first reset. Prints a Markdown table (steps/s and ratio to the limit).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+
+ROOT = Path(__file__).resolve().parent
+SCRIPTS = ("ppo_lag", "ppo_lag_shapo", "trpo_lag", "trpo_lag_shapo")
+
+
+@dataclass
+class Args:
+    env_id: str = "SafetyPointGoal1-v0"
+    """task to measure"""
+    num_envs: int = 5
+    """parallel environments"""
+    steps: int = 20_000
+    """environment steps per measurement (all envs together); also the scripts' --steps-per-epoch"""
+    vector_env: Literal["auto", "sync", "async"] = "auto"
+    """vector-env mode, as in the scripts"""
+    scripts: tuple = SCRIPTS
+    """which scripts to run end to end"""
+    seed: int = 0
+    """seed of the environments and scripts"""
+
+
+def random_action_steps_per_second(args: Args) -> float:
+    sys.path.insert(0, str(ROOT))
+    import ppo_lag
+
+    envs = ppo_lag.make_vector_env(
+        ppo_lag.Args(env_id=args.env_id, num_envs=args.num_envs, vector_env=args.vector_env)
+    )
+    envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    start = time.perf_counter()
+    for _ in range(args.steps // args.num_envs):
+        envs.step(envs.action_space.sample())
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return args.steps / elapsed
+
+
+def script_steps_per_second(name: str, args: Args, workdir: Path) -> float:
+    flags = [
+        "--env-id", args.env_id, "--num-envs", str(args.num_envs), "--vector-env", args.vector_env,
+        "--total-timesteps", str(args.steps), "--steps-per-epoch", str(args.steps), "--seed", str(args.seed),
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=workdir, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        sys.exit(f"benchmark.py: error: {name}.py failed: {result.stderr.strip().splitlines()[-1]}")
+    return float(re.findall(r"\| (\d+) steps/s", result.stdout)[-1])
+
+
+def main(args: Args) -> None:
+    workdir = ROOT / "runs" / "benchmark"
+    workdir.mkdir(parents=True, exist_ok=True)
+    limit = random_action_steps_per_second(args)
+    rows = [("random actions (limit)", limit)]
+    for name in args.scripts:
+        rows.append((name, script_steps_per_second(name, args, workdir)))
+    print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}), {args.steps} steps, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}\n")
+    print("| run | steps/s | ratio to limit |\n|---|---:|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:.0f} | {value / limit:.2f} |")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
