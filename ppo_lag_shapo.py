@@ -5,23 +5,31 @@ Single-file reference of SHAPO (paper Alg. 4; SPEC.md §2-3, §5, §7). Run with
 and see `python ppo_lag_shapo.py --help` for every flag. TensorBoard logs go to runs/<run_name>/.
 """
 
+import copy
 import dataclasses
+import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Literal, Optional
 
-import gymnasium as gym
-import numpy as np
-import torch
-import torch.nn as nn
-import tyro
-from gymnasium.wrappers.normalize import RunningMeanStd
-from torch.distributions import Normal, kl_divergence
-from torch.utils.tensorboard import SummaryWriter
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read at MuJoCo's import)
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import tyro  # noqa: E402
+from gymnasium.wrappers.normalize import RunningMeanStd  # noqa: E402
+from torch.distributions import Normal, kl_divergence  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+SCRIPT = os.path.basename(__file__)
 
 
 def import_safety_gymnasium():
@@ -54,6 +62,7 @@ def import_safety_gymnasium():
 safety_gymnasium = import_safety_gymnasium()
 from safety_gymnasium.utils.registration import safe_registry  # noqa: E402
 from safety_gymnasium.vector import SafetyAsyncVectorEnv, SafetySyncVectorEnv  # noqa: E402
+from safety_gymnasium.wrappers import with_gymnasium_wrappers  # noqa: E402
 
 
 @dataclass
@@ -76,6 +85,20 @@ class Args:
     """'async' steps each env in its own process; 'auto' does so for the slow navigation tasks only"""
     max_episode_steps: Optional[int] = None
     """override the task's time limit (for tests and debugging); None keeps the task's own"""
+    save_model: bool = False
+    """write checkpoints into the run folder: every --save-every epochs, at the end, and on Ctrl-C / SIGTERM"""
+    save_every: int = 10
+    """epochs between checkpoints with --save-model"""
+    resume: Optional[str] = None
+    """checkpoint to continue from, in its run folder; give the run's other flags again"""
+    eval_episodes: int = 0
+    """episodes of the deterministic policy in a separate env, every --eval-every epochs and at the end"""
+    eval_every: int = 10
+    """epochs between evaluations with --eval-episodes"""
+    eval_only: bool = False
+    """only evaluate the --resume checkpoint for --eval-episodes episodes"""
+    capture_video: bool = False
+    """record the evaluation episodes into <run folder>/videos/step<global step>/ (MuJoCo renders headless via EGL)"""
     gamma: float = 0.99
     """discount factor of reward and cost"""
     gae_lambda: float = 0.95
@@ -134,6 +157,11 @@ class FallCost(gym.Wrapper):
         return obs, reward, float(terminated), terminated, truncated, info
 
 
+def normalize(obs: np.ndarray, obs_rms: RunningMeanStd, epsilon: float = 1e-8) -> np.ndarray:
+    """(obs - running mean) / sqrt(running var + epsilon); obs [..., obs_dim]."""
+    return (obs - obs_rms.mean) / np.sqrt(obs_rms.var + epsilon)
+
+
 class NormalizeObservation(gym.vector.VectorEnvWrapper):
     """Running mean/std normalisation of observations, statistics shared by all envs (SPEC §2).
 
@@ -149,7 +177,7 @@ class NormalizeObservation(gym.vector.VectorEnvWrapper):
         self.epsilon = epsilon
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
-        return (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
+        return normalize(obs, self.obs_rms, self.epsilon)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -164,22 +192,112 @@ class NormalizeObservation(gym.vector.VectorEnvWrapper):
         return self.normalize(obs), reward, cost, terminated, truncated, info
 
 
-def make_env(env_id: str, max_episode_steps: Optional[int] = None) -> Callable[[], gym.Env]:
-    """Thunk building one environment with actions rescaled and clipped to [-1, 1] (SPEC §2)."""
+def random_generators(obj, path: str = "env", seen: Optional[set] = None) -> dict:
+    """{attribute path: generator} for every NumPy Generator / RandomState and Python Random
+    reachable from the env `obj` through the attributes, lists and dicts of gymnasium,
+    safety-gymnasium and this script's objects; the spaces' own generators (they only serve
+    space.sample(), never the dynamics) are left out."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, gym.spaces.Space):
+        return {}
+    seen.add(id(obj))
+    if isinstance(obj, (np.random.Generator, np.random.RandomState, random.Random)):
+        return {path: obj}
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("gymnasium", "safety_gymnasium", __name__):
+        items = vars(obj).items()
+    else:
+        return {}
+    found = {}
+    for key, value in items:
+        found.update(random_generators(value, f"{path}.{key}", seen))
+    return found
+
+
+def get_random_state(generator):
+    if isinstance(generator, np.random.Generator):
+        return generator.bit_generator.state
+    return generator.get_state() if isinstance(generator, np.random.RandomState) else generator.getstate()
+
+
+def set_random_state(generator, state) -> None:
+    if isinstance(generator, np.random.Generator):
+        generator.bit_generator.state = state
+    elif isinstance(generator, np.random.RandomState):
+        generator.set_state(state)
+    else:
+        generator.setstate(state)
+
+
+class EpisodeReplay(gym.Wrapper):
+    """Makes an env's state restorable, for --resume: remembers the state of every random
+    generator in the env just before the current episode's reset, that reset's arguments and the
+    actions taken since. (safety-gymnasium and gymnasium's MuJoCo envs pickle by re-construction,
+    which loses their state.) Rebuilding the env, restoring the generators, resetting and replaying
+    the actions gives back the same state: MuJoCo is deterministic on a given machine."""
+
+    def reset(self, **kwargs):
+        self.episode = {
+            "random_states": {path: get_random_state(g) for path, g in random_generators(self.env).items()},
+            "reset_kwargs": kwargs,
+            "actions": [],
+        }
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.episode["actions"].append(np.array(action))
+        return self.env.step(action)
+
+    def replay_state(self) -> dict:
+        """What `restore` needs: {random_states, reset_kwargs, actions}."""
+        return self.episode
+
+    def restore(self, episode: dict) -> None:
+        """Bring this freshly made env to the state `episode` (from replay_state) describes."""
+        self.env.reset(seed=0)  # creates every generator of the env
+        generators = random_generators(self.env)
+        for path, state in episode["random_states"].items():
+            set_random_state(generators[path], state)
+        self.reset(**episode["reset_kwargs"])
+        for action in episode["actions"]:
+            self.step(action)
+
+
+def make_env(
+    env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None, episode: Optional[dict] = None
+) -> Callable[[], gym.Env]:
+    """Thunk building one environment with actions rescaled and clipped to [-1, 1] (SPEC §2),
+    restored to `episode` (EpisodeReplay.replay_state) if given."""
 
     def thunk() -> gym.Env:
         if env_id in FALL_COST_ENVS:
-            env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps))
+            env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
         else:
-            env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps)
-        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
-        return gym.wrappers.ClipAction(env)
+            env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
+        env = EpisodeReplay(gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0)))
+        if episode is not None:
+            env.restore(episode)
+        return env
 
     return thunk
 
 
-def make_vector_env(args: Args) -> NormalizeObservation:
-    """`args.num_envs` copies of `args.env_id` in a safety-gymnasium vector env, normalised.
+def ignoring_interrupts(thunk: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
+    """For env subprocesses: Ctrl-C reaches the whole process group, but only the trainer acts on it."""
+
+    def subprocess_thunk() -> gym.Env:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return thunk()
+
+    return subprocess_thunk
+
+
+def make_vector_env(args: Args, episodes: Optional[list] = None) -> NormalizeObservation:
+    """`args.num_envs` copies of `args.env_id` in a safety-gymnasium vector env, normalised;
+    restored to `episodes` (one EpisodeReplay.replay_state per env) if given.
 
     Each step returns (obs [N, obs_dim], reward [N], cost [N], terminated [N], truncated [N], info);
     an env whose episode ended is reset at once, its last observation in info["final_observation"].
@@ -187,10 +305,13 @@ def make_vector_env(args: Args) -> NormalizeObservation:
     use_async = args.vector_env == "async" or (
         args.vector_env == "auto" and "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS
     )
-    vector_env_class = SafetyAsyncVectorEnv if use_async else SafetySyncVectorEnv
-    return NormalizeObservation(
-        vector_env_class([make_env(args.env_id, args.max_episode_steps) for _ in range(args.num_envs)])
-    )
+    thunks = [
+        make_env(args.env_id, args.max_episode_steps, episode=None if episodes is None else episodes[i])
+        for i in range(args.num_envs)
+    ]
+    if use_async:
+        return NormalizeObservation(SafetyAsyncVectorEnv([ignoring_interrupts(thunk) for thunk in thunks]))
+    return NormalizeObservation(SafetySyncVectorEnv(thunks))
 
 
 class EpisodeTracker:
@@ -492,7 +613,8 @@ def ppo_update(
             fvp = fisher_vector_product_fn(actor, dist, damping=0.1)
             gradient, _, shapo_stats = shapo_gradient(actor, obs, minibatch_surrogate, fvp, args.delta_down)
             set_flat_grad(actor, -gradient)
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
+                raise FloatingPointError("gradient of the actor and critics")
             for optimizer in optimizers:
                 optimizer.step()
             history["losses/policy_loss"].append(-surrogate.item())
@@ -516,8 +638,9 @@ def check_args(args: Args) -> None:
     """Raise ValueError with a one-line message for the first meaningless flag."""
     check_env_id(args.env_id)
     positive = ("num_envs", "steps_per_epoch", "total_timesteps", "critic_lr", "lambda_lr", "max_grad_norm")
+    positive += ("save_every", "eval_every")
     positive += ("learning_rate", "update_epochs", "minibatch_size", "clip_coef", "target_kl")
-    non_negative = ("cost_limit", "lagrangian_multiplier_init", "critic_l2_coef")
+    non_negative = ("cost_limit", "lagrangian_multiplier_init", "critic_l2_coef", "eval_episodes")
     for name in positive:
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -538,31 +661,160 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
     if args.delta_down < 0:
         raise ValueError(f"--delta-down must be >= 0, got {args.delta_down}")
+    if args.eval_only and (args.resume is None or args.eval_episodes == 0):
+        raise ValueError("--eval-only needs a checkpoint (--resume) and --eval-episodes > 0")
+    if args.capture_video and args.eval_episodes == 0:
+        raise ValueError("--capture-video records evaluation episodes: give --eval-episodes > 0")
 
 
-def main(args: Args) -> dict:
-    """Train for total_timesteps // steps_per_epoch epochs; return the final actor, critics and
-    Lagrange multiplier (keys actor, reward_critic, cost_critic, lagrange)."""
+# Flags a resumed run may change; every other flag must match the checkpoint's.
+RESUMABLE_FLAGS = ("total_timesteps", "vector_env", "save_model", "save_every", "resume", "eval_episodes", "eval_every", "eval_only", "capture_video")
+
+
+def load_checkpoint(path: str, args: Args) -> dict:
+    """Load a checkpoint written by this script for this run; ValueError (one line) if the file is
+    missing or unreadable, or belongs to another script, task or settings (for --eval-only, only
+    the task must match)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: no such checkpoint file: {path}")
+    try:
+        checkpoint = torch.load(path, weights_only=False)  # our own file: modules, optimisers, RNG states
+    except Exception as error:
+        raise ValueError(f"--resume: cannot read {path} as a checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("script") != SCRIPT:
+        found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
+        raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
+    must_match = ("env_id",) if args.eval_only else [name for name in vars(args) if name not in RESUMABLE_FLAGS]
+    for name in must_match:
+        if checkpoint["args"].get(name) != getattr(args, name):
+            flag = f"--{name.replace('_', '-')}"
+            raise ValueError(f"--resume: {path} was written with {flag} {checkpoint['args'].get(name)}, not {getattr(args, name)}")
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: dict, path: str) -> None:
+    """Write atomically: a file cut off half-way never replaces the last good one."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+class StopRequest:
+    """While active, SIGINT (Ctrl-C) and SIGTERM only set `signal`; the loop stops after the
+    current environment step."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def request(self, signum: int, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def check_finite(stats: dict, modules: dict, lagrange: Lagrange) -> None:
+    """Raise FloatingPointError naming the first non-finite loss, parameter or Lagrange multiplier."""
+    for key, value in stats.items():
+        if key.startswith("losses/") and not math.isfinite(value):
+            raise FloatingPointError(key)
+    for name, module in modules.items():
+        for param_name, param in module.named_parameters():
+            if not torch.isfinite(param).all():
+                raise FloatingPointError(f"parameter {name}.{param_name}")
+    if not math.isfinite(lagrange.value):
+        raise FloatingPointError("Lagrange multiplier")
+
+
+def evaluate(actor: Actor, obs_rms: RunningMeanStd, args: Args, video_dir: Optional[str] = None) -> tuple:
+    """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean action) in a
+    separate env seeded seed + 10000 + episode, observations normalised with the frozen statistics
+    `obs_rms`; recorded into `video_dir` if given. Returns (episodic returns [N], episodic costs [N])."""
+    env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if video_dir else None)()
+    if video_dir:
+        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
+        env = with_gymnasium_wrappers(env, record)
+    returns, costs = np.zeros(args.eval_episodes), np.zeros(args.eval_episodes)
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        done = False
+        while not done:
+            with torch.no_grad():
+                action = actor(torch.as_tensor(normalize(obs, obs_rms), dtype=torch.float32)).mean
+            obs, reward, cost, terminated, truncated, _ = env.step(action.numpy())
+            returns[episode] += reward
+            costs[episode] += cost
+            done = terminated or truncated
+    env.close()
+    return returns, costs
+
+
+def log_evaluation(writer: SummaryWriter, returns: np.ndarray, costs: np.ndarray, global_step: int) -> None:
+    for name, values in (("return", returns), ("cost", costs)):
+        writer.add_scalar(f"eval/mean_{name}", values.mean(), global_step)
+        writer.add_scalar(f"eval/std_{name}", values.std(), global_step)
+    print(
+        f"eval at step {global_step}: {len(returns)} episodes | return {returns.mean():.2f} ± {returns.std():.2f} "
+        f"cost {costs.mean():.2f} ± {costs.std():.2f}",
+        flush=True,
+    )
+
+
+def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
+    """Train for total_timesteps // steps_per_epoch epochs, from scratch or from `checkpoint`
+    (load_checkpoint of args.resume); with args.eval_only only evaluate the checkpoint. Returns the
+    final actor, critics and Lagrange multiplier (keys actor, reward_critic, cost_critic, lagrange)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    envs = make_vector_env(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-    )
+    if args.eval_only:
+        return evaluate_checkpoint(args, checkpoint)
+    envs = make_vector_env(args, checkpoint["episodes"] if checkpoint else None)
+    if checkpoint:  # continue in the run's folder, dropping what was logged after the checkpoint
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1)
+    else:
+        run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        writer = SummaryWriter(run_dir)
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
+        )
     try:
-        return train(args, envs, writer)
+        with StopRequest() as stop:
+            return train(args, envs, writer, run_dir, stop, checkpoint)
     finally:
         envs.close()
         writer.close()
 
 
-def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict:
+def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
+    """--eval-only: evaluate the checkpoint's actor and log under eval/ in its run folder."""
+    actor_state = checkpoint["modules"]["actor"]
+    actor = Actor(checkpoint["next_obs"].shape[1], actor_state["log_std"].numel())
+    actor.load_state_dict(actor_state)
+    obs_rms = RunningMeanStd(shape=checkpoint["next_obs"].shape[1:])
+    obs_rms.mean, obs_rms.var, obs_rms.count = checkpoint["obs_rms"]
+    run_dir = os.path.dirname(os.path.abspath(args.resume))
+    video_dir = os.path.join(run_dir, "videos", f"step{checkpoint['global_step']}") if args.capture_video else None
+    returns, costs = evaluate(actor, obs_rms, args, video_dir)
+    with SummaryWriter(run_dir) as writer:
+        log_evaluation(writer, returns, costs, checkpoint["global_step"])
+    return {"actor": actor, "returns": returns, "costs": costs}
+
+
+def train(
+    args: Args, envs: NormalizeObservation, writer: SummaryWriter, run_dir: str, stop: StopRequest, checkpoint: Optional[dict]
+) -> dict:
     """The training loop (SPEC §2, §9): per epoch, a rollout of steps_per_epoch transitions, the
-    Lagrange multiplier update, GAE for reward and cost, the policy and critic updates, logging."""
+    Lagrange multiplier update, GAE for reward and cost, the policy and critic updates, logging;
+    then the checkpoint and evaluation chores. A checkpoint always describes an epoch boundary."""
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     actor = Actor(obs_dim, act_dim)
@@ -572,6 +824,13 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
         torch.optim.Adam(critic.parameters(), lr=args.critic_lr) for critic in (reward_critic, cost_critic)
     ]
     lagrange = Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr)
+    modules = {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic}
+    optimizers = {
+        "actor": actor_optimizer,
+        "reward_critic": critic_optimizers[0],
+        "cost_critic": critic_optimizers[1],
+        "lagrange": lagrange.optimizer,
+    }
 
     num_steps, num_envs = args.steps_per_epoch // args.num_envs, args.num_envs
     num_epochs = args.total_timesteps // args.steps_per_epoch
@@ -585,10 +844,46 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
     done_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
 
     tracker = EpisodeTracker(num_envs)
-    next_obs, _ = envs.reset(seed=args.seed)
-    global_step, cumulative_cost, mean_episode_cost = 0, 0.0, None
-    start_time = time.time()
-    for epoch in range(num_epochs):
+    if checkpoint is None:
+        next_obs, _ = envs.reset(seed=args.seed)
+        start_epoch, global_step, cumulative_cost, mean_episode_cost = 0, 0, 0.0, None
+    else:
+        for name, module in modules.items():
+            module.load_state_dict(checkpoint["modules"][name])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        with torch.no_grad():
+            lagrange.multiplier.copy_(checkpoint["lagrange_multiplier"])
+        envs.obs_rms.mean, envs.obs_rms.var, envs.obs_rms.count = checkpoint["obs_rms"]
+        tracker.returns, tracker.costs, tracker.lengths = checkpoint["tracker"]
+        next_obs = checkpoint["next_obs"]
+        start_epoch, global_step, cumulative_cost, mean_episode_cost = checkpoint["counters"]
+        python_state, numpy_state, torch_state = checkpoint["random_states"]
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+    def snapshot(next_epoch: int) -> dict:
+        """Everything the run needs to go on from the start of epoch `next_epoch` exactly."""
+        return {
+            "script": SCRIPT,
+            "args": dict(vars(args)),
+            "counters": (next_epoch, global_step, cumulative_cost, mean_episode_cost),
+            "global_step": global_step,
+            "modules": {name: copy.deepcopy(module.state_dict()) for name, module in modules.items()},
+            "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in optimizers.items()},
+            "lagrange_multiplier": lagrange.multiplier.detach().clone(),
+            "obs_rms": (envs.obs_rms.mean.copy(), envs.obs_rms.var.copy(), envs.obs_rms.count),
+            "tracker": (tracker.returns.copy(), tracker.costs.copy(), tracker.lengths.copy()),
+            "next_obs": next_obs.copy(),
+            "random_states": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
+            "episodes": copy.deepcopy(envs.call("replay_state")),
+        }
+
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    last_good = snapshot(start_epoch) if args.save_model else None
+    start_time, start_step = time.time(), global_step
+    for epoch in range(start_epoch, num_epochs):
         # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
         episodes = []
         for t in range(num_steps):
@@ -613,13 +908,21 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
                 writer.add_scalar("charts/episodic_cost", episode_cost, global_step)
                 writer.add_scalar("charts/episodic_length", episode_length, global_step)
                 episodes.append((episode_return, episode_cost))
+            if stop.signal:
+                break
+        if stop.signal:
+            saved = ""
+            if last_good is not None:
+                save_checkpoint(last_good, checkpoint_path)
+                saved = f"; checkpoint of step {last_good['global_step']} in {checkpoint_path}"
+            print(f"{SCRIPT}: stopped by {stop.signal} at step {global_step}{saved}", flush=True)
+            break
 
         # ---- Lagrange multiplier, once per epoch, before the policy update ----
         if episodes:
             mean_episode_cost = float(np.mean([cost for _, cost in episodes]))
         if mean_episode_cost is not None:
             lagrange.update(mean_episode_cost)
-
         # ---- advantages for reward and cost ----
         with torch.no_grad():
             advantages, targets = [], []
@@ -644,10 +947,18 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
         # ---- policy and critic update ----
         if args.anneal_lr:
             actor_optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
-        stats = ppo_update(actor, reward_critic, cost_critic, [actor_optimizer, *critic_optimizers], batch, args)
+        try:
+            stats = ppo_update(actor, reward_critic, cost_critic, [actor_optimizer, *critic_optimizers], batch, args)
+            check_finite(stats, modules, lagrange)
+        except FloatingPointError as fault:
+            saved = ""
+            if last_good is not None:
+                save_checkpoint(last_good, checkpoint_path)
+                saved = f"; last good checkpoint (step {last_good['global_step']}) in {checkpoint_path}"
+            raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
 
         # ---- logging ----
-        steps_per_second = global_step / (time.time() - start_time)
+        steps_per_second = (global_step - start_step) / (time.time() - start_time)
         stats.update(
             {
                 "charts/lagrange_multiplier": lam,
@@ -671,6 +982,16 @@ def train(args: Args, envs: NormalizeObservation, writer: SummaryWriter) -> dict
             f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lam:.4f} | {steps_per_second:.0f} steps/s",
             flush=True,
         )
+
+        # ---- checkpoint and evaluation ----
+        last_epoch = epoch + 1 == num_epochs
+        if args.save_model:
+            last_good = snapshot(epoch + 1)
+            if (epoch + 1) % args.save_every == 0 or last_epoch:
+                save_checkpoint(last_good, checkpoint_path)
+        if args.eval_episodes and ((epoch + 1) % args.eval_every == 0 or last_epoch):
+            video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
+            log_evaluation(writer, *evaluate(actor, envs.obs_rms, args, video_dir), global_step)
     return {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic, "lagrange": lagrange}
 
 
@@ -678,6 +999,7 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         check_args(cli_args)
+        cli_checkpoint = load_checkpoint(cli_args.resume, cli_args) if cli_args.resume else None
     except ValueError as error:
-        sys.exit(f"{os.path.basename(__file__)}: error: {error}")
-    main(cli_args)
+        sys.exit(f"{SCRIPT}: error: {error}")
+    main(cli_args, cli_checkpoint)

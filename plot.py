@@ -1,0 +1,337 @@
+"""Plot: learning curves, safety during training and a return-cost Pareto view of finished runs.
+
+    python plot.py --runs-dir runs --out-dir docs --table docs/results.md
+
+Reads the TensorBoard event files of every run folder <env-id>__<exp-name>__<seed>__<unix-time>
+found under --runs-dir (at any depth) with TensorBoard's EventAccumulator, groups the runs by env id
+and algorithm (= exp-name) and writes one figure <out-dir>/<env-id>.png per environment:
+
+  (a) episodic return and (b) episodic cost against environment steps, (c) cumulative training
+      cost (charts/cumulative_cost, every cost paid since the start) against environment steps:
+      the mean over seeds as a line, with a shaded band of +-1 std over seeds (--spread std,
+      population std, ddof=0) or min-max over seeds (--spread minmax). Panel (b) also shows the
+      cost limit d, read from the `cost_limit` row of each run's hyperparameters text.
+  (d) final episodic return against final cumulative cost, one point per run, and each
+      algorithm's Pareto frontier (runs that no other run of that algorithm beats on both:
+      higher return and lower cumulative cost), drawn as a staircase.
+
+Common step grid. Episodes end at different steps in different runs, so before averaging every
+run is put on the grid of epoch ends: the steps at which charts/cumulative_cost is logged (once
+per epoch), taken from the group's run with the fewest epochs. An episodic curve takes, at
+each grid step g_i, the mean of the run's episodes that ended in (g_{i-1}, g_i] (g_0 = 0), i.e.
+the epoch's mean, as charts/epoch_mean_return; an epoch without a finished episode carries the
+previous value forward (NaN before the first episode). The cumulative cost is interpolated
+linearly onto the grid (exact when the runs share --steps-per-epoch). The mean over seeds skips
+NaNs.
+
+"Final" values (table and panel (d)): final episodic return / cost = mean over the last
+--last-episodes episodes of a run (all envs together, in order of the step they ended at);
+cumulative cost = its last logged value. The Markdown table per environment (printed, and
+written to --table if given) shows mean +- std (population std, ddof=0) over the seeds.
+"""
+
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
+EPISODE_TAGS = {"return": "charts/episodic_return", "cost": "charts/episodic_cost"}
+CUMULATIVE_COST_TAG = "charts/cumulative_cost"
+HYPERPARAMETERS_TAG = "hyperparameters/text_summary"
+
+
+@dataclass
+class Args:
+    runs_dir: str = "runs"
+    """folder searched (recursively) for run folders <env-id>__<exp-name>__<seed>__<unix-time>"""
+    out_dir: str = "docs"
+    """where the figures <env-id>.png go"""
+    env_ids: Tuple[str, ...] = ()
+    """only these environments; empty: all found"""
+    algorithms: Tuple[str, ...] = ()
+    """only these algorithms, i.e. exp-names; empty: all found"""
+    last_episodes: int = 10
+    """'final' episodic return and cost of a run = mean over its last this many episodes"""
+    spread: Literal["std", "minmax"] = "std"
+    """shaded band around the mean over seeds: +-1 std (ddof=0) or min-max"""
+    table: Optional[str] = None
+    """also write the Markdown tables to this file"""
+
+
+@dataclass
+class Run:
+    """The logged data of one run. Steps are global environment steps (all envs together)."""
+
+    env_id: str
+    algorithm: str
+    seed: int
+    path: Path
+    episode_steps: np.ndarray  # (num_episodes,) step at which each episode ended
+    episode_return: np.ndarray  # (num_episodes,) undiscounted episodic return
+    episode_cost: np.ndarray  # (num_episodes,) undiscounted episodic cost
+    epoch_steps: np.ndarray  # (num_epochs,) step at the end of each epoch
+    cumulative_cost: np.ndarray  # (num_epochs,) total cost paid up to that step
+    cost_limit: Optional[float] = None  # d from the hyperparameters text; None if absent
+    final: Dict[str, float] = field(default_factory=dict)  # keys: return, cost, cumulative_cost
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def parse_cost_limit(markdown: str) -> Optional[float]:
+    """The value of the `|cost_limit|<value>|` row of the scripts' hyperparameters table."""
+    match = re.search(r"^\|cost_limit\|([^|]*)\|", markdown, flags=re.MULTILINE)
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+def find_run_dirs(runs_dir: Path) -> List[Path]:
+    """Folders under runs_dir (any depth, runs_dir itself included) named like a run and holding event files."""
+    candidates = [runs_dir, *runs_dir.rglob("*")]
+    return sorted(
+        path
+        for path in candidates
+        if path.is_dir() and RUN_NAME.match(path.name) and any(path.glob("events.out.tfevents.*"))
+    )
+
+
+def load_run(path: Path, last_episodes: int) -> Optional[Run]:
+    """Read one run folder; None (with a warning) if it lacks episodes or per-epoch cumulative cost."""
+    name = RUN_NAME.match(path.name)
+    # size_guidance 0 keeps every event; the default keeps a random sample of 10,000 per tag
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    missing = [tag for tag in (*EPISODE_TAGS.values(), CUMULATIVE_COST_TAG) if tag not in tags["scalars"]]
+    if missing:
+        print(f"plot.py: warning: skipping {path} (no {', '.join(missing)})", file=sys.stderr)
+        return None
+
+    def scalars(tag: str) -> Tuple[np.ndarray, np.ndarray]:
+        logged = events.Scalars(tag)
+        return np.array([e.step for e in logged], dtype=np.int64), np.array([e.value for e in logged])
+
+    episode_steps, episode_return = scalars(EPISODE_TAGS["return"])
+    cost_steps, episode_cost = scalars(EPISODE_TAGS["cost"])
+    if not np.array_equal(episode_steps, cost_steps):
+        print(f"plot.py: warning: skipping {path} (episodic return and cost do not pair up)", file=sys.stderr)
+        return None
+    epoch_steps, cumulative_cost = scalars(CUMULATIVE_COST_TAG)
+    cost_limit = None
+    if HYPERPARAMETERS_TAG in tags["tensors"]:
+        text = events.Tensors(HYPERPARAMETERS_TAG)[0].tensor_proto.string_val[0].decode()
+        cost_limit = parse_cost_limit(text)
+    run = Run(
+        env_id=name["env_id"],
+        algorithm=name["exp_name"],
+        seed=int(name["seed"]),
+        path=path,
+        episode_steps=episode_steps,
+        episode_return=episode_return,
+        episode_cost=episode_cost,
+        epoch_steps=epoch_steps,
+        cumulative_cost=cumulative_cost,
+        cost_limit=cost_limit,
+    )
+    run.final = final_values(run, last_episodes)
+    return run
+
+
+def final_values(run: Run, last_episodes: int) -> Dict[str, float]:
+    """Mean episodic return and cost over the last `last_episodes` episodes, last cumulative cost."""
+    order = np.argsort(run.episode_steps, kind="stable")[-last_episodes:]
+    nan = float("nan")
+    return {
+        "return": float(run.episode_return[order].mean()) if len(order) else nan,
+        "cost": float(run.episode_cost[order].mean()) if len(order) else nan,
+        "cumulative_cost": float(run.cumulative_cost[-1]) if len(run.cumulative_cost) else nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Common step grid, statistics, Pareto frontier
+# ---------------------------------------------------------------------------------------------
+def bin_to_grid(steps: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Episodic values (steps, values: (n,)) on the grid (m,) of epoch-end steps -> (m,).
+
+    Entry i is the mean of the values whose step lies in (grid[i-1], grid[i]] (grid[-1] := 0);
+    a bin without values takes the previous entry (NaN before the first non-empty bin).
+    """
+    bins = np.searchsorted(grid, steps, side="left")  # bin i holds grid[i-1] < step <= grid[i]
+    keep = bins < len(grid)  # episodes after the last grid step are dropped
+    sums = np.bincount(bins[keep], weights=values[keep], minlength=len(grid))
+    counts = np.bincount(bins[keep], minlength=len(grid))
+    out = np.full(len(grid), np.nan)
+    last = np.nan
+    for i in range(len(grid)):
+        last = sums[i] / counts[i] if counts[i] else last
+        out[i] = last
+    return out
+
+
+def grid_curves(runs: Sequence[Run]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """Put a group's runs on one grid: returns the grid (m,) and for each of return, cost and
+    cumulative_cost an array (num_runs, m)."""
+    grid = min((run.epoch_steps for run in runs), key=len)
+    curves = {
+        "return": np.stack([bin_to_grid(r.episode_steps, r.episode_return, grid) for r in runs]),
+        "cost": np.stack([bin_to_grid(r.episode_steps, r.episode_cost, grid) for r in runs]),
+        "cumulative_cost": np.stack(
+            [np.interp(grid, np.r_[0, r.epoch_steps], np.r_[0.0, r.cumulative_cost]) for r in runs]
+        ),
+    }
+    return grid, curves
+
+
+def mean_and_band(curves: np.ndarray, spread: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(num_runs, m) -> mean, lower, upper (m,) over runs, skipping NaNs (all-NaN columns stay NaN)."""
+    out = np.full((3, curves.shape[1]), np.nan)
+    ok = ~np.all(np.isnan(curves), axis=0)
+    c = curves[:, ok]
+    mean = np.nanmean(c, axis=0)
+    if spread == "std":
+        std = np.nanstd(c, axis=0)
+        out[:, ok] = mean, mean - std, mean + std
+    else:
+        out[:, ok] = mean, np.nanmin(c, axis=0), np.nanmax(c, axis=0)
+    return out[0], out[1], out[2]
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and population std (ddof=0) over seeds."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std())
+
+
+def pareto_frontier(costs: Sequence[float], returns: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point dominates, sorted by cost (then by return, descending).
+
+    Point j dominates point i when cost_j <= cost_i and return_j >= return_i with at least one
+    strict: lower cost and higher return are better. Equal points do not dominate each other, so
+    duplicates on the frontier are all kept. Points with a NaN coordinate are left out.
+    """
+    c, r = np.asarray(costs, dtype=float), np.asarray(returns, dtype=float)
+    valid = ~(np.isnan(c) | np.isnan(r))
+    no_worse = (c[None, :] <= c[:, None]) & (r[None, :] >= r[:, None])  # [i, j]: j at least as good as i
+    better = (c[None, :] < c[:, None]) | (r[None, :] > r[:, None])
+    dominated = np.any(no_worse & better & valid[None, :], axis=1)
+    idx = np.flatnonzero(valid & ~dominated)
+    return idx[np.lexsort((-r[idx], c[idx]))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int) -> str:
+    """One Markdown table: algorithm, seeds, final return, final cost, cumulative cost (mean +- std)."""
+    lines = [
+        f"### {env_id}",
+        "",
+        f"| algorithm | seeds | episodic return (last {last_episodes} ep.) | episodic cost (last {last_episodes} ep.) "
+        "| cumulative cost |",
+        "|-|-|-|-|-|",
+    ]
+    for algorithm, runs in sorted(groups.items()):
+        cells = []
+        for key in ("return", "cost", "cumulative_cost"):
+            mean, std = mean_std([run.final[key] for run in runs])
+            cells.append(f"{mean:.2f} ± {std:.2f}")
+        lines.append(f"| {algorithm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_env(env_id: str, groups: Dict[str, List[Run]], spread: str, out_path: Path) -> None:
+    """The four-panel figure of one environment, saved as PNG."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    (ax_ret, ax_cost), (ax_cum, ax_pareto) = axes
+    band_name = "±1 std" if spread == "std" else "min–max"
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (algorithm, runs) in enumerate(sorted(groups.items())):
+        color = colors[k % len(colors)]
+        grid, curves = grid_curves(runs)
+        for ax, key in ((ax_ret, "return"), (ax_cost, "cost"), (ax_cum, "cumulative_cost")):
+            mean, low, high = mean_and_band(curves[key], spread)
+            ax.plot(grid, mean, color=color, label=f"{algorithm} ({len(runs)} seeds)")
+            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+        costs = [run.final["cumulative_cost"] for run in runs]
+        returns = [run.final["return"] for run in runs]
+        ax_pareto.scatter(costs, returns, color=color, alpha=0.7, label=algorithm)
+        front = pareto_frontier(costs, returns)
+        ax_pareto.plot(np.take(costs, front), np.take(returns, front), color=color, drawstyle="steps-post")
+        ax_pareto.scatter(np.take(costs, front), np.take(returns, front), s=150, facecolors="none", edgecolors=color)
+    limits = sorted({run.cost_limit for runs in groups.values() for run in runs if run.cost_limit is not None})
+    for limit in limits:
+        ax_cost.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"cost limit d = {limit:g}")
+
+    ax_ret.set(title="(a) episodic return", xlabel="environment steps", ylabel="return")
+    ax_cost.set(title="(b) episodic cost", xlabel="environment steps", ylabel="cost")
+    ax_cum.set(title="(c) cumulative training cost", xlabel="environment steps", ylabel="total cost since start")
+    ax_pareto.set(
+        title="(d) final return vs cumulative cost (one point per run; ringed + line: Pareto frontier)",
+        xlabel="cumulative training cost (lower is better)",
+        ylabel="final episodic return (higher is better)",
+    )
+    ax_pareto.title.set_fontsize(10)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{env_id}: mean over seeds, shaded {band_name} (per-epoch grid)")
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def main(args: Args) -> Dict[str, str]:
+    """Read, plot and tabulate; return {env_id: markdown table}."""
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise ValueError(f"--runs-dir {args.runs_dir!r} is not a folder")
+    if args.last_episodes < 1:
+        raise ValueError(f"--last-episodes must be at least 1, got {args.last_episodes}")
+    runs_by_env: Dict[str, Dict[str, List[Run]]] = defaultdict(lambda: defaultdict(list))
+    for path in find_run_dirs(runs_dir):
+        name = RUN_NAME.match(path.name)
+        if args.env_ids and name["env_id"] not in args.env_ids:
+            continue
+        if args.algorithms and name["exp_name"] not in args.algorithms:
+            continue
+        run = load_run(path, args.last_episodes)
+        if run is not None:
+            runs_by_env[run.env_id][run.algorithm].append(run)
+    if not runs_by_env:
+        raise ValueError(f"no runs with episodes and charts/cumulative_cost found under {args.runs_dir!r}")
+
+    tables = {}
+    for env_id, groups in sorted(runs_by_env.items()):
+        out_path = Path(args.out_dir) / f"{env_id}.png"
+        plot_env(env_id, groups, args.spread, out_path)
+        tables[env_id] = markdown_table(env_id, groups, args.last_episodes)
+        print(tables[env_id])
+        print(f"wrote {out_path}\n", flush=True)
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text("\n".join(tables.values()))
+        print(f"wrote {args.table}")
+    return tables
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except ValueError as error:
+        sys.exit(f"plot.py: error: {error}")

@@ -1,0 +1,227 @@
+"""A run that is never lost: checkpoints, stop and resume, evaluation, video, reproducibility,
+numerical faults and bad checkpoint input. The code is common to the four scripts; the tests run
+it through one or two of them and tests/test_scripts.py checks that it is identical in all four."""
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio
+import pytest
+import torch
+from conftest import ROOT, load
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+WALKER = ["--env-id", "Walker2d-v4", "--num-envs", "2", "--steps-per-epoch", "200", "--vector-env", "sync"]
+
+
+def start(name, flags, cwd):
+    return subprocess.Popen(
+        [sys.executable, "-u", str(ROOT / f"{name}.py"), *flags], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run(name, flags, cwd):
+    return subprocess.run([sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def stop_after_first_epoch(process, signum):
+    """Send `signum` once the run has printed its first epoch; return (stdout, stderr)."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/"):
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=600)
+    return "".join(lines) + out, err
+
+
+def only_run_dir(cwd):
+    (run_dir,) = (Path(cwd) / "runs").iterdir()
+    return run_dir
+
+
+def scalars(run_dir, skip=("charts/SPS",)):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag not in skip
+    }
+
+
+def final_parameters(run_dir):
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    return checkpoint["global_step"], checkpoint["modules"], checkpoint["lagrange_multiplier"]
+
+
+def assert_same_parameters(a, b):
+    assert a[0] == b[0]
+    for name in a[1]:
+        for key in a[1][name]:
+            assert torch.equal(a[1][name][key], b[1][name][key]), f"{name}.{key}"
+    assert torch.equal(a[2], b[2])
+
+
+@pytest.mark.parametrize(
+    "name, task_flags, signum",
+    [
+        ("trpo_lag_shapo", [*WALKER, "--total-timesteps", "1000"], signal.SIGINT),
+        ("ppo_lag", ["--env-id", "SafetyPointGoal1-v0", "--num-envs", "2", "--steps-per-epoch", "120",
+                     "--max-episode-steps", "50", "--total-timesteps", "480"], signal.SIGTERM),
+    ],
+)
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(name, task_flags, signum, tmp_path):
+    """Episodes run across epochs (Walker2d falls at any step; PointGoal's 50-step episodes straddle
+    the 60-step epochs), so the resumed envs must be rebuilt mid-episode, layouts included."""
+    flags = [*task_flags, "--save-model", "--save-every", "1"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir(), stopped.mkdir()
+    assert run(name, flags, whole).returncode == 0
+
+    process = start(name, flags, stopped)
+    out, err = stop_after_first_epoch(process, signum)
+    assert process.returncode == 0, err
+    message = [line for line in out.splitlines() if "stopped by" in line]
+    assert len(message) == 1 and f"stopped by {signal.Signals(signum).name}" in message[0]
+    assert "Traceback" not in err
+    run_dir = only_run_dir(stopped)
+    checkpoint_step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["global_step"]
+    assert f"checkpoint of step {checkpoint_step}" in message[0]
+    assert scalars(run_dir)["charts/lagrange_multiplier"], "TensorBoard must be flushed on the stop"
+
+    resumed = run(name, [*flags, "--resume", str(run_dir / "checkpoint.pt")], stopped)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_parameters(final_parameters(only_run_dir(whole)), final_parameters(run_dir))
+    # TensorBoard continues: the same metrics at the same steps as the uninterrupted run, no duplicates
+    assert scalars(run_dir) == scalars(only_run_dir(whole))
+
+
+def test_evaluation_uses_its_own_env_and_leaves_training_unchanged(tmp_path):
+    module = load("ppo_lag")
+    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400, vector_env="sync")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path / "a")
+        plain = module.main(module.Args(**settings))
+        patch.chdir(tmp_path / "b")
+        evaluated = module.main(module.Args(**settings, eval_episodes=2, eval_every=1))
+    for p, q in zip(plain["actor"].parameters(), evaluated["actor"].parameters()):
+        assert torch.equal(p, q)
+    logged = scalars(only_run_dir(tmp_path / "b"))
+    assert [step for step, _ in logged["eval/mean_return"]] == [200, 400]
+    assert all(math.isfinite(v) for tag in ("eval/mean_return", "eval/std_cost") for _, v in logged[tag])
+    assert scalars(only_run_dir(tmp_path / "a")).keys() | {"eval/mean_return", "eval/std_return", "eval/mean_cost", "eval/std_cost"} == logged.keys()
+
+
+def test_eval_only_records_videos_with_frames(tmp_path):
+    assert run("trpo_lag", [*WALKER, "--total-timesteps", "200", "--save-model"], tmp_path).returncode == 0
+    checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
+    result = run(
+        "trpo_lag",
+        ["--env-id", "Walker2d-v4", "--resume", str(checkpoint), "--eval-only", "--eval-episodes", "2",
+         "--capture-video", "--max-episode-steps", "15"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "eval at step 200: 2 episodes" in result.stdout
+    videos = sorted((checkpoint.parent / "videos" / "step200").glob("*.mp4"))
+    assert len(videos) == 2
+    for video in videos:
+        assert imageio.get_reader(video).count_frames() >= 2
+    assert "eval/mean_return" in scalars(checkpoint.parent)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    logs = {}
+    for label, seed in (("first", "1"), ("again", "1"), ("other", "2")):
+        (tmp_path / label).mkdir()
+        assert run("ppo_lag_shapo", [*WALKER, "--total-timesteps", "400", "--seed", seed], tmp_path / label).returncode == 0
+        logs[label] = scalars(only_run_dir(tmp_path / label))
+    assert logs["first"] == logs["again"]
+    assert logs["first"]["charts/episodic_return"] != logs["other"]["charts/episodic_return"]
+    assert logs["first"]["losses/policy_loss"] != logs["other"]["losses/policy_loss"]
+
+
+@pytest.mark.parametrize("name", ["ppo_lag", "trpo_lag"])
+def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkpoint(name, tmp_path, monkeypatch):
+    module = load(name)
+    monkeypatch.chdir(tmp_path)
+    calls = {"n": 0}
+    true_loss = module.critic_loss
+
+    def loss_that_breaks_in_epoch_two(*args):
+        calls["n"] += 1
+        loss = true_loss(*args)
+        return loss * float("nan") if calls["n"] > calls.setdefault("first_epoch", 10**9) else loss
+
+    monkeypatch.setattr(module, "critic_loss", loss_that_breaks_in_epoch_two)
+    # learn how many critic losses one epoch computes, then break the second epoch
+    args = module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=200, vector_env="sync")
+    module.main(args)
+    calls["first_epoch"], calls["n"] = calls["n"], 0
+    with pytest.raises(SystemExit) as stop:
+        module.main(module.Args(**{**vars(args), "total_timesteps": 600, "save_model": True}))
+    message = str(stop.value.code)
+    assert message.startswith(f"{name}.py: error: non-finite gradient of the ")
+    assert "in epoch 2; last good checkpoint (step 200)" in message and "\n" not in message
+    run_dir = sorted((tmp_path / "runs").iterdir())[-1]
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["global_step"] == 200
+    assert all(torch.isfinite(t).all() for t in checkpoint["modules"]["reward_critic"].values())
+
+
+def test_check_finite_names_the_quantity():
+    module = load("trpo_lag")
+    actor, lagrange = module.Actor(3, 2), module.Lagrange(25.0, 0.001, 0.035)
+    module.check_finite({"losses/policy_loss": 0.5}, {"actor": actor}, lagrange)
+    with pytest.raises(FloatingPointError, match="losses/cost_critic_loss"):
+        module.check_finite({"losses/cost_critic_loss": math.inf}, {"actor": actor}, lagrange)
+    with torch.no_grad():
+        lagrange.multiplier.fill_(math.nan)
+    with pytest.raises(FloatingPointError, match="Lagrange multiplier"):
+        module.check_finite({}, {"actor": actor}, lagrange)
+    with torch.no_grad():
+        actor.log_std[0] = math.nan
+    with pytest.raises(FloatingPointError, match="parameter actor.log_std"):
+        module.check_finite({}, {"actor": actor}, lagrange)
+
+
+@pytest.fixture(scope="module")
+def walker_checkpoint(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("checkpoint")
+    assert run("ppo_lag", [*WALKER, "--total-timesteps", "200", "--save-model"], cwd).returncode == 0
+    return only_run_dir(cwd) / "checkpoint.pt"
+
+
+def bad_checkpoint_cases(checkpoint: Path, tmp_path: Path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:1000])
+    return {
+        "missing file": ("ppo_lag", [*WALKER, "--resume", str(tmp_path / "nope.pt")], "no such checkpoint file"),
+        "corrupt file": ("ppo_lag", [*WALKER, "--resume", str(corrupt)], "cannot read"),
+        "another script": ("ppo_lag_shapo", [*WALKER, "--resume", str(checkpoint)], "is a checkpoint of ppo_lag.py, not of ppo_lag_shapo.py"),
+        "another task": ("ppo_lag", ["--resume", str(checkpoint), "--num-envs", "2", "--steps-per-epoch", "200"], "--env-id Walker2d-v4, not SafetyPointGoal1-v0"),
+        "other settings": ("ppo_lag", [*WALKER, "--resume", str(checkpoint), "--cost-limit", "10"], "--cost-limit 25.0, not 10.0"),
+        "eval-only without checkpoint": ("ppo_lag", [*WALKER, "--eval-only", "--eval-episodes", "2"], "--eval-only needs a checkpoint"),
+        "video without evaluation": ("ppo_lag", [*WALKER, "--capture-video"], "--capture-video records evaluation episodes"),
+        "negative evaluation": ("ppo_lag", [*WALKER, "--eval-episodes", "-1"], "--eval-episodes must be >= 0"),
+        "zero save interval": ("ppo_lag", [*WALKER, "--save-every", "0"], "--save-every must be positive"),
+    }
+
+
+def test_bad_checkpoint_input_gets_one_line_and_writes_nothing(walker_checkpoint, tmp_path):
+    for case, (name, flags, message) in bad_checkpoint_cases(walker_checkpoint, tmp_path).items():
+        before = sorted(p for p in walker_checkpoint.parent.iterdir())
+        result = run(name, flags, tmp_path)
+        assert result.returncode != 0, case
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, (case, result.stderr)
+        assert not (tmp_path / "runs").exists(), case
+        assert sorted(p for p in walker_checkpoint.parent.iterdir()) == before, case
