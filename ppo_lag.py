@@ -430,6 +430,14 @@ class Lagrange:
         with torch.no_grad():
             self.multiplier.clamp_(min=0.0)
 
+    def state_dict(self) -> dict:
+        return {"multiplier": self.multiplier.detach().clone(), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.multiplier.copy_(state["multiplier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 # ---------------------------------------------------------------------------------------------
 # PPO-Lag update (SPEC §3)
@@ -680,7 +688,6 @@ def train(
         "actor": actor_optimizer,
         "reward_critic": critic_optimizers[0],
         "cost_critic": critic_optimizers[1],
-        "lagrange": lagrange.optimizer,
     }
 
     num_steps, num_envs = args.steps_per_epoch // args.num_envs, args.num_envs
@@ -703,8 +710,7 @@ def train(
             module.load_state_dict(checkpoint["modules"][name])
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
-        with torch.no_grad():
-            lagrange.multiplier.copy_(checkpoint["lagrange_multiplier"])
+        lagrange.load_state_dict(checkpoint["lagrange"])
         envs.obs_rms.mean, envs.obs_rms.var, envs.obs_rms.count = checkpoint["obs_rms"]
         tracker.returns, tracker.costs, tracker.lengths = checkpoint["tracker"]
         next_obs = checkpoint["next_obs"]
@@ -723,7 +729,7 @@ def train(
             "global_step": global_step,
             "modules": {name: copy.deepcopy(module.state_dict()) for name, module in modules.items()},
             "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in optimizers.items()},
-            "lagrange_multiplier": lagrange.multiplier.detach().clone(),
+            "lagrange": lagrange.state_dict(),
             "obs_rms": (envs.obs_rms.mean.copy(), envs.obs_rms.var.copy(), envs.obs_rms.count),
             "tracker": (tracker.returns.copy(), tracker.costs.copy(), tracker.lengths.copy()),
             "next_obs": next_obs.copy(),

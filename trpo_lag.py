@@ -127,6 +127,14 @@ class Args:
     """backtracking line-search tries"""
     line_search_decay: float = 0.8
     """step shrink factor per line-search try"""
+    lagrangian: Literal["adam", "pid"] = "adam"
+    """Lagrange multiplier update: 'adam' (SPEC §2) or 'pid', the PID Lagrangian of the paper's baseline (SPEC §8)"""
+    pid_kp: float = 0.1
+    """PID Lagrangian: proportional gain"""
+    pid_ki: float = 0.01
+    """PID Lagrangian: integral gain"""
+    pid_kd: float = 0.01
+    """PID Lagrangian: derivative gain"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +440,47 @@ class Lagrange:
         with torch.no_grad():
             self.multiplier.clamp_(min=0.0)
 
+    def state_dict(self) -> dict:
+        return {"multiplier": self.multiplier.detach().clone(), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.multiplier.copy_(state["multiplier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PIDLagrange:
+    """PID Lagrange multiplier of Stooke, Achiam and Abbeel (2020), the baseline multiplier of the
+    SHAPO release (SPEC §8), in the form of SafePO / OmniSafe:
+        I <- max(0, I + ki (J_c - d)),   P <- EMA of (J_c - d),   C <- EMA of J_c,
+        lambda = max(0, kp P + I + kd max(0, C - C of d_delay updates ago)),
+    EMAs with weight ema_alpha on the past. The release additionally keeps lambda at 0.001 when the
+    output is negative during a violation and leaves I unclamped while violating; we do not [I].
+    lambda starts at `init`, which is also the integral's start."""
+
+    def __init__(self, cost_limit: float, init: float, kp: float, ki: float, kd: float, d_delay: int = 10, ema_alpha: float = 0.95):
+        self.cost_limit, self.kp, self.ki, self.kd, self.ema_alpha = cost_limit, kp, ki, kd, ema_alpha
+        self.value, self.integral, self.delta_p, self.cost_ema = float(init), float(init), 0.0, 0.0
+        self.d_delay, self.cost_history = d_delay, [0.0]  # the last d_delay cost EMAs
+
+    def update(self, mean_episode_cost: float) -> None:
+        """One PID step on J_c = mean_episode_cost."""
+        delta = mean_episode_cost - self.cost_limit
+        self.integral = max(0.0, self.integral + self.ki * delta)
+        self.delta_p = self.ema_alpha * self.delta_p + (1.0 - self.ema_alpha) * delta
+        self.cost_ema = self.ema_alpha * self.cost_ema + (1.0 - self.ema_alpha) * mean_episode_cost
+        derivative = max(0.0, self.cost_ema - self.cost_history[0])
+        self.value = max(0.0, self.kp * self.delta_p + self.integral + self.kd * derivative)
+        self.cost_history = (self.cost_history + [self.cost_ema])[-self.d_delay :]
+
+    def state_dict(self) -> dict:
+        names = ("value", "integral", "delta_p", "cost_ema")
+        return {**{name: getattr(self, name) for name in names}, "cost_history": list(self.cost_history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value, self.integral, self.delta_p, self.cost_ema = (state[k] for k in ("value", "integral", "delta_p", "cost_ema"))
+        self.cost_history = list(state["cost_history"])
+
 
 # ---------------------------------------------------------------------------------------------
 # Natural-gradient tools: flat parameters, Fisher-vector product, conjugate gradient (SPEC §4)
@@ -587,6 +636,7 @@ def check_args(args: Args) -> None:
     positive += ("critic_update_epochs", "critic_minibatch_size", "target_kl", "cg_iters", "line_search_steps")
     positive += ("line_search_decay",)
     non_negative = ("cost_limit", "lagrangian_multiplier_init", "critic_l2_coef", "eval_episodes", "cg_damping")
+    non_negative += ("pid_kp", "pid_ki", "pid_kd")
     for name in positive:
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -766,12 +816,14 @@ def train(
     critic_optimizers = [
         torch.optim.Adam(critic.parameters(), lr=args.critic_lr) for critic in (reward_critic, cost_critic)
     ]
-    lagrange = Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr)
+    if args.lagrangian == "pid":
+        lagrange = PIDLagrange(args.cost_limit, args.lagrangian_multiplier_init, args.pid_kp, args.pid_ki, args.pid_kd)
+    else:
+        lagrange = Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr)
     modules = {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic}
     optimizers = {
         "reward_critic": critic_optimizers[0],
         "cost_critic": critic_optimizers[1],
-        "lagrange": lagrange.optimizer,
     }
 
     num_steps, num_envs = args.steps_per_epoch // args.num_envs, args.num_envs
@@ -794,8 +846,7 @@ def train(
             module.load_state_dict(checkpoint["modules"][name])
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
-        with torch.no_grad():
-            lagrange.multiplier.copy_(checkpoint["lagrange_multiplier"])
+        lagrange.load_state_dict(checkpoint["lagrange"])
         envs.obs_rms.mean, envs.obs_rms.var, envs.obs_rms.count = checkpoint["obs_rms"]
         tracker.returns, tracker.costs, tracker.lengths = checkpoint["tracker"]
         next_obs = checkpoint["next_obs"]
@@ -814,7 +865,7 @@ def train(
             "global_step": global_step,
             "modules": {name: copy.deepcopy(module.state_dict()) for name, module in modules.items()},
             "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in optimizers.items()},
-            "lagrange_multiplier": lagrange.multiplier.detach().clone(),
+            "lagrange": lagrange.state_dict(),
             "obs_rms": (envs.obs_rms.mean.copy(), envs.obs_rms.var.copy(), envs.obs_rms.count),
             "tracker": (tracker.returns.copy(), tracker.costs.copy(), tracker.lengths.copy()),
             "next_obs": next_obs.copy(),

@@ -83,3 +83,43 @@ def test_lagrange_multiplier_never_goes_below_zero(name):
     assert lagrange.value == 0.0, "far below the limit the multiplier is clamped at exactly 0"
     lagrange.update(25.0)  # J_c == d: zero gradient
     assert lagrange.value == 0.0
+
+
+@pytest.mark.parametrize("name", ("trpo_lag", "trpo_lag_shapo"))
+def test_pid_lagrangian_follows_its_update_rule(name):
+    """Three steps computed by hand from the PID rule of SPEC §8 (kp 0.1, ki 0.01, kd 0.01,
+    EMA 0.95, derivative against the cost EMA of d_delay = 2 updates ago)."""
+    module = load(name)
+    pid = module.PIDLagrange(cost_limit=25.0, init=0.001, kp=0.1, ki=0.01, kd=0.01, d_delay=2)
+    integral, delta_p, cost_ema, history = 0.001, 0.0, 0.0, [0.0]
+    for cost in (45.0, 65.0, 5.0):
+        integral = max(0.0, integral + 0.01 * (cost - 25.0))
+        delta_p = 0.95 * delta_p + 0.05 * (cost - 25.0)
+        cost_ema = 0.95 * cost_ema + 0.05 * cost
+        expected = max(0.0, 0.1 * delta_p + integral + 0.01 * max(0.0, cost_ema - history[0]))
+        history = (history + [cost_ema])[-2:]
+        pid.update(cost)
+        assert pid.value == pytest.approx(expected, rel=1e-12)
+    assert pid.value > 0.3  # 0.2 + 0.4 - 0.2 integrated, plus P and D
+
+
+@pytest.mark.parametrize("name", ("trpo_lag", "trpo_lag_shapo"))
+def test_pid_lagrangian_rises_falls_and_stays_non_negative(name):
+    module = load(name)
+    pid = module.PIDLagrange(cost_limit=25.0, init=0.001, kp=0.1, ki=0.01, kd=0.01)
+    values = []
+    for _ in range(10):
+        pid.update(60.0)
+        values.append(pid.value)
+    assert all(b > a for a, b in zip(values, values[1:]))
+    for _ in range(200):
+        pid.update(0.0)
+        assert pid.value >= 0.0 and pid.integral >= 0.0
+    assert pid.value == 0.0
+    # the state survives a checkpoint round trip
+    pid.update(40.0)
+    clone = module.PIDLagrange(cost_limit=25.0, init=0.5, kp=0.1, ki=0.01, kd=0.01)
+    clone.load_state_dict(pid.state_dict())
+    for cost in (30.0, 50.0, 10.0):
+        pid.update(cost), clone.update(cost)
+        assert clone.value == pid.value

@@ -67,6 +67,20 @@ def test_shapo_trpo_trains_on_ant(tmp_path):
     assert set(logged["charts/episodic_cost"]) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("name", ["trpo_lag", "trpo_lag_shapo"])
+def test_pid_lagrangian_end_to_end(name, tmp_path):
+    """--lagrangian pid (SPEC §8): Walker2d falls cost 1 each, so with cost limit 0 lambda climbs."""
+    result = run_script(
+        name, "--env-id", "Walker2d-v4", "--total-timesteps", "600", "--steps-per-epoch", "200", "--num-envs", "2",
+        "--cost-limit", "0", "--lagrangian", "pid", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    lambdas = scalars(run_dir)["charts/lagrange_multiplier"]
+    assert len(lambdas) == 3 and all(math.isfinite(v) for v in lambdas)
+    assert lambdas[0] < lambdas[1] < lambdas[2]
+
+
 BAD_FLAGS = {
     "unknown env": (["--env-id", "NoSuchTask-v0"], "unsupported --env-id 'NoSuchTask-v0'"),
     "vision env": (["--env-id", "SafetyPointGoal1Vision-v0"], "unsupported --env-id"),
