@@ -41,6 +41,8 @@ class Args:
     """which scripts to run end to end"""
     seed: int = 0
     """seed of the environments and scripts"""
+    fast_reset: bool = False
+    """measure with the scripts' opt-in --fast-reset (plain skybox)"""
 
 
 def random_action_steps_per_second(args: Args) -> float:
@@ -48,7 +50,7 @@ def random_action_steps_per_second(args: Args) -> float:
     import ppo_lag
 
     envs = ppo_lag.make_vector_env(
-        ppo_lag.Args(env_id=args.env_id, num_envs=args.num_envs, vector_env=args.vector_env)
+        ppo_lag.Args(env_id=args.env_id, num_envs=args.num_envs, vector_env=args.vector_env, fast_reset=args.fast_reset)
     )
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
@@ -64,7 +66,7 @@ def script_steps_per_second(name: str, args: Args, workdir: Path) -> float:
     flags = [
         "--env-id", args.env_id, "--num-envs", str(args.num_envs), "--vector-env", args.vector_env,
         "--total-timesteps", str(args.steps), "--steps-per-epoch", str(args.steps), "--seed", str(args.seed),
-    ]
+    ] + (["--fast-reset"] if args.fast_reset else [])
     result = subprocess.run(
         [sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=workdir, capture_output=True, text=True
     )
@@ -80,7 +82,8 @@ def main(args: Args) -> None:
     rows = [("random actions (limit)", limit)]
     for name in args.scripts:
         rows.append((name, script_steps_per_second(name, args, workdir)))
-    print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}), {args.steps} steps, {os.cpu_count()} cores, "
+    reset = ", --fast-reset" if args.fast_reset else ""
+    print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}{reset}), {args.steps} steps, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("| run | steps/s | ratio to limit |\n|---|---:|---:|")
     for name, value in rows:

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Callable, Literal, Optional
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read at MuJoCo's import)
@@ -85,6 +86,8 @@ class Args:
     """'async' steps each env in its own process; 'auto' does so for the slow navigation tasks only"""
     max_episode_steps: Optional[int] = None
     """override the task's time limit (for tests and debugging); None keeps the task's own"""
+    fast_reset: bool = False
+    """plain skybox: navigation tasks reset in ms, not seconds; observations, physics, rewards, costs unchanged"""
     save_model: bool = False
     """write checkpoints into the run folder: every --save-every epochs, at the end, and on Ctrl-C / SIGTERM"""
     save_every: int = 10
@@ -274,13 +277,43 @@ class EpisodeReplay(gym.Wrapper):
             self.step(action)
 
 
+def use_plain_skybox() -> None:
+    """--fast-reset, for this process. Each reset of a safety-gymnasium navigation task compiles a
+    new MuJoCo model from XML, and nearly all of that time goes into decoding the six large skybox
+    PNGs, which only colour rendered images (SPEC §11). From now on World.build reads an asset
+    configuration, parsed once, whose skybox is MuJoCo's builtin gradient instead."""
+    import safety_gymnasium.world as world
+
+    if isinstance(world.yaml, SimpleNamespace):
+        return
+    real_yaml = world.yaml
+    with open(os.path.join(world.BASE_DIR, "configs", "assets.yaml"), encoding="utf-8") as file:
+        assets = real_yaml.load(file, Loader=real_yaml.FullLoader)
+    assets["textures"]["skybox"] = {
+        "@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8", "@rgb2": "0 0 0", "@width": "32", "@height": "32"
+    }
+
+    def load(file, Loader=None):
+        if os.path.basename(getattr(file, "name", "")) == "assets.yaml":
+            return copy.deepcopy(assets)
+        return real_yaml.load(file, Loader=Loader)
+
+    world.yaml = SimpleNamespace(load=load, FullLoader=real_yaml.FullLoader)
+
+
 def make_env(
-    env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None, episode: Optional[dict] = None
+    env_id: str,
+    max_episode_steps: Optional[int] = None,
+    render_mode: Optional[str] = None,
+    episode: Optional[dict] = None,
+    fast_reset: bool = False,
 ) -> Callable[[], gym.Env]:
     """Thunk building one environment with actions rescaled and clipped to [-1, 1] (SPEC §2),
-    restored to `episode` (EpisodeReplay.replay_state) if given."""
+    restored to `episode` (EpisodeReplay.replay_state) if given; fast_reset: use_plain_skybox."""
 
     def thunk() -> gym.Env:
+        if fast_reset:
+            use_plain_skybox()
         if env_id in FALL_COST_ENVS:
             env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
         else:
@@ -314,7 +347,7 @@ def make_vector_env(args: Args, episodes: Optional[list] = None) -> NormalizeObs
         args.vector_env == "auto" and "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS
     )
     thunks = [
-        make_env(args.env_id, args.max_episode_steps, episode=None if episodes is None else episodes[i])
+        make_env(args.env_id, args.max_episode_steps, None, None if episodes is None else episodes[i], args.fast_reset)
         for i in range(args.num_envs)
     ]
     if use_async:
@@ -662,7 +695,10 @@ def check_args(args: Args) -> None:
 
 
 # Flags a resumed run may change; every other flag must match the checkpoint's.
-RESUMABLE_FLAGS = ("total_timesteps", "vector_env", "save_model", "save_every", "resume", "eval_episodes", "eval_every", "eval_only", "capture_video")
+RESUMABLE_FLAGS = (
+    "total_timesteps", "vector_env", "fast_reset", "save_model", "save_every", "resume",
+    "eval_episodes", "eval_every", "eval_only", "capture_video",
+)
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
@@ -730,7 +766,7 @@ def evaluate(actor: Actor, obs_rms: RunningMeanStd, args: Args, video_dir: Optio
     """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean action) in a
     separate env seeded seed + 10000 + episode, observations normalised with the frozen statistics
     `obs_rms`; recorded into `video_dir` if given. Returns (episodic returns [N], episodic costs [N])."""
-    env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if video_dir else None)()
+    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None, fast_reset=args.fast_reset)()
     if video_dir:
         record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
         env = with_gymnasium_wrappers(env, record)

@@ -99,3 +99,41 @@ def test_unsupported_env_ids_are_rejected_with_the_supported_ones_named():
             module.check_env_id(env_id)
     for env_id in ("SafetyPointGoal1-v0", "SafetyPointButton1-v0", "SafetyHopperVelocity-v1", "Ant-v4", "Walker2d-v4"):
         module.check_env_id(env_id)
+
+
+FAST_RESET_ROLLOUT = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+import ppo_lag as module
+env = module.make_env("SafetyPointGoal1-v0", max_episode_steps=40, fast_reset={fast})()
+obs, _ = env.reset(seed=0)
+rows = [np.concatenate([obs, [0.0, 0.0]])]
+for step in range(130):  # three resets; straight ahead meets a hazard (cost) in the first episode
+    obs, reward, cost, terminated, truncated, _ = env.step(np.array([1.0, 0.3 * np.sin(step)]))
+    rows.append(np.concatenate([obs, [reward, cost]]))
+    if terminated or truncated:
+        obs, _ = env.reset()
+        rows.append(np.concatenate([obs, [0.0, 0.0]]))
+model = env.unwrapped.task.world.model
+skybox = int(np.flatnonzero(model.tex_type == 2)[0])  # mjTEXTURE_SKYBOX
+np.savez({out!r}, rows=np.array(rows), skybox_width=model.tex_width[skybox])
+"""
+
+
+def test_fast_reset_leaves_observations_rewards_and_costs_unchanged(tmp_path):
+    """Each variant in its own process: the plain skybox is switched on for a whole process."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    results = {}
+    for fast in (False, True):
+        out = tmp_path / f"fast_{fast}.npz"
+        code = FAST_RESET_ROLLOUT.format(root=str(ROOT), fast=fast, out=str(out))
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+        results[fast] = np.load(out)
+    assert results[True]["skybox_width"] == 32 and results[False]["skybox_width"] > 32, "the skybox must differ"
+    normal, fast = results[False]["rows"], results[True]["rows"]
+    assert normal.shape == (134, 62) and normal[:, -1].sum() > 0
+    np.testing.assert_array_equal(fast, normal)
