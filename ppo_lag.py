@@ -68,7 +68,7 @@ from safety_gymnasium.wrappers import with_gymnasium_wrappers  # noqa: E402
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    exp_name: str = SCRIPT[: -len(".py")]
     """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
     seed: int = 0
     """seed of Python, NumPy, PyTorch and the environments (env i gets seed + i)"""
