@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,11 @@ def script_steps_per_second(name: str, args: Args, workdir: Path) -> float:
 
 
 def main(args: Args) -> None:
-    workdir = ROOT / "runs" / "benchmark"
-    workdir.mkdir(parents=True, exist_ok=True)
     limit = random_action_steps_per_second(args)
     rows = [("random actions (limit)", limit)]
-    for name in args.scripts:
-        rows.append((name, script_steps_per_second(name, args, workdir)))
+    with tempfile.TemporaryDirectory() as workdir:  # the measured runs' logs are not kept
+        for name in args.scripts:
+            rows.append((name, script_steps_per_second(name, args, Path(workdir))))
     reset = ", --fast-reset" if args.fast_reset else ""
     print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}{reset}), {args.steps} steps, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}\n")

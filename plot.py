@@ -280,7 +280,7 @@ def plot_env(env_id: str, groups: Dict[str, List[Run]], spread: str, out_path: P
     ax_cost.set(title="(b) episodic cost", xlabel="environment steps", ylabel="cost")
     ax_cum.set(title="(c) cumulative training cost", xlabel="environment steps", ylabel="total cost since start")
     ax_pareto.set(
-        title="(d) final return vs cumulative cost (one point per run; ringed + line: Pareto frontier)",
+        title="(d) final return vs cumulative cost\n(one point per run; ringed + line: Pareto frontier)",
         xlabel="cumulative training cost (lower is better)",
         ylabel="final episodic return (higher is better)",
     )
