@@ -7,7 +7,8 @@ on this machine:
   * the limit: random actions stepped through the scripts' own vector env (make_vector_env of
     ppo_lag.py, identical in the four scripts), resets included;
   * each script end to end (rollout and updates) for the same number of steps, as the steps/s it
-    prints after its last epoch.
+    prints after its last epoch, with that epoch's seconds in env.step, in the whole rollout
+    (the rest is policy inference and bookkeeping) and in the update.
 Both clocks start after the first reset. Prints a Markdown table (steps/s and ratio to the limit).
 """
 
@@ -63,7 +64,8 @@ def random_action_steps_per_second(args: Args) -> float:
     return args.steps / elapsed
 
 
-def script_steps_per_second(name: str, args: Args, workdir: Path) -> float:
+def script_steps_per_second(name: str, args: Args, workdir: Path) -> tuple:
+    """(steps/s, env-step seconds, rollout seconds, update seconds) of one epoch, as the script prints them."""
     flags = [
         "--env-id", args.env_id, "--num-envs", str(args.num_envs), "--vector-env", args.vector_env,
         "--total-timesteps", str(args.steps), "--steps-per-epoch", str(args.steps), "--seed", str(args.seed),
@@ -73,21 +75,22 @@ def script_steps_per_second(name: str, args: Args, workdir: Path) -> float:
     )
     if result.returncode != 0:
         sys.exit(f"benchmark.py: error: {name}.py failed: {result.stderr.strip().splitlines()[-1]}")
-    return float(re.findall(r"\| (\d+) steps/s", result.stdout)[-1])
+    last = re.findall(r"\| (\d+) steps/s \| env (\S+) s, rollout (\S+) s, update (\S+) s", result.stdout)[-1]
+    return tuple(float(value) for value in last)
 
 
 def main(args: Args) -> None:
     limit = random_action_steps_per_second(args)
-    rows = [("random actions (limit)", limit)]
+    rows = [("random actions (limit)", (limit, args.steps / limit, float("nan"), float("nan")))]
     with tempfile.TemporaryDirectory() as workdir:  # the measured runs' logs are not kept
         for name in args.scripts:
             rows.append((name, script_steps_per_second(name, args, Path(workdir))))
     reset = ", --fast-reset" if args.fast_reset else ""
     print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}{reset}), {args.steps} steps, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}\n")
-    print("| run | steps/s | ratio to limit |\n|---|---:|---:|")
-    for name, value in rows:
-        print(f"| {name} | {value:.0f} | {value / limit:.2f} |")
+    print("| run | steps/s | ratio to limit | env steps (s) | rollout (s) | update (s) |\n|---|---:|---:|---:|---:|---:|")
+    for name, (value, env_seconds, rollout_seconds, update_seconds) in rows:
+        print(f"| {name} | {value:.0f} | {value / limit:.2f} | {env_seconds:.1f} | {rollout_seconds:.1f} | {update_seconds:.1f} |")
 
 
 if __name__ == "__main__":

@@ -986,13 +986,16 @@ def train(
     for epoch in range(start_epoch, num_epochs):
         # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
         episodes = []
+        rollout_start, env_seconds = time.perf_counter(), 0.0
         for t in range(num_steps):
             obs = torch.as_tensor(next_obs, dtype=torch.float32)
             with torch.no_grad():
                 dist = actor(obs)
                 action = dist.sample()
                 logp = dist.log_prob(action).sum(-1)
+            env_start = time.perf_counter()
             next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
+            env_seconds += time.perf_counter() - env_start
             global_step += num_envs
             done = terminated | truncated
             # the state each step reached: the episode's final observation where it was truncated
@@ -1017,6 +1020,9 @@ def train(
                 saved = f"; checkpoint of step {last_good['global_step']} in {checkpoint_path}"
             print(f"{SCRIPT}: stopped by {stop.signal} at step {global_step}{saved}", flush=True)
             break
+
+        update_start = time.perf_counter()
+        rollout_seconds = update_start - rollout_start
 
         # ---- Lagrange multiplier, once per epoch, before the policy update ----
         if episodes:
@@ -1057,9 +1063,13 @@ def train(
             raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
 
         # ---- logging ----
+        update_seconds = time.perf_counter() - update_start
         steps_per_second = (global_step - start_step) / (time.time() - start_time)
         stats.update(
             {
+                "perf/env_step_seconds": env_seconds,
+                "perf/rollout_seconds": rollout_seconds,
+                "perf/update_seconds": update_seconds,
                 "charts/lagrange_multiplier": lam,
                 "charts/cumulative_cost": cumulative_cost,
                 "charts/cost_rate": cumulative_cost / global_step,
@@ -1077,7 +1087,8 @@ def train(
         mean_cost = stats.get("charts/epoch_mean_cost", float("nan"))
         print(
             f"epoch {epoch + 1}/{num_epochs} step {global_step} | episodes {len(episodes)} "
-            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lam:.4f} | {steps_per_second:.0f} steps/s",
+            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lam:.4f} | {steps_per_second:.0f} steps/s "
+            f"| env {env_seconds:.1f} s, rollout {rollout_seconds:.1f} s, update {update_seconds:.1f} s",
             flush=True,
         )
 
