@@ -16,6 +16,7 @@ COMMON_TAGS = {
     "charts/episodic_return", "charts/episodic_cost", "charts/episodic_length", "charts/lagrange_multiplier",
     "charts/Jc", "charts/cumulative_cost", "charts/cost_rate", "charts/SPS",
     "losses/policy_loss", "losses/reward_critic_loss", "losses/cost_critic_loss", "losses/approx_kl",
+    "perf/env_step_seconds", "perf/rollout_seconds", "perf/update_seconds",
 }
 EXTRA_TAGS = {
     "ppo_lag": {"losses/update_epochs", "charts/learning_rate"},

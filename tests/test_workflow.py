@@ -46,13 +46,14 @@ def only_run_dir(cwd):
     return run_dir
 
 
-def scalars(run_dir, skip=("charts/SPS",)):
+def scalars(run_dir):
+    """{tag: [(step, value)]} of a run, wall-clock measurements (steps/s, perf/*) left out."""
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {
         tag: [(e.step, e.value) for e in events.Scalars(tag)]
         for tag in events.Tags()["scalars"]
-        if tag not in skip
+        if tag != "charts/SPS" and not tag.startswith("perf/")
     }
 
 
