@@ -928,9 +928,11 @@ def train(
             global_step += num_envs
             done = terminated | truncated
             # the state each step reached: the episode's final observation where it was truncated
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(truncated):
-                real_next_obs[i] = info["final_observation"][i]
+            real_next_obs = next_obs
+            if truncated.any():
+                real_next_obs = next_obs.copy()
+                for i in np.flatnonzero(truncated):
+                    real_next_obs[i] = info["final_observation"][i]
             obs_buf[t], next_obs_buf[t], act_buf[t], logp_buf[t] = obs, torch.as_tensor(real_next_obs), action, logp
             reward_buf[t], cost_buf[t] = torch.as_tensor(reward), torch.as_tensor(cost)
             terminated_buf[t], done_buf[t] = torch.as_tensor(terminated), torch.as_tensor(done)

@@ -26,7 +26,7 @@ def test_fall_cost_is_counted_on_the_step_that_ends_the_episode():
         _, reward, cost, terminated, truncated, _ = envs.step(rng.uniform(-1, 1, (2, 6)))
         assert np.all(cost == terminated.astype(float))
         finished = tracker.step(reward, cost, terminated | truncated)
-        for (episode_return, episode_cost, length), ended_by_fall in zip(finished, terminated[terminated | truncated]):
+        for (_, episode_cost, length), ended_by_fall in zip(finished, terminated[terminated | truncated]):
             assert episode_cost == (1.0 if ended_by_fall else 0.0)
             assert 1 <= length <= 60
             seen["terminated" if ended_by_fall else "truncated"] += 1

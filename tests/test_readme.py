@@ -46,7 +46,7 @@ if __name__ == "__main__":
     for vanilla, shapo in PAIRS:
         text = re.sub(
             rf"<!-- diff {re.escape(vanilla)} {re.escape(shapo)} -->\n```diff\n.*?```\n<!-- end diff -->",
-            lambda _: block(vanilla, shapo), text, flags=re.S,
+            lambda _, vanilla=vanilla, shapo=shapo: block(vanilla, shapo), text, flags=re.S,
         )
     path.write_text(text)
     sys.exit(0)

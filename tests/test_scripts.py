@@ -3,7 +3,6 @@ SHAPO script differs from its twin by SHAPO only."""
 
 import ast
 import math
-import os
 import subprocess
 import sys
 
