@@ -543,17 +543,54 @@ def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
     return kl_divergence(p, q).mean()
 
 
-def fisher_vector_product_fn(actor: Actor, dist: Normal, damping: float) -> Callable:
-    """Return v -> (F + damping I) v, v and result [n_params], where F is the Hessian of
-    mean_kl(pi_theta (held fixed), pi_theta') at theta' = theta, the actor's current parameters,
-    over the observations of `dist` = actor(obs) (which must carry its graph) (SPEC §4).
-    The KL gradient is built once; each product is one more backward pass through it."""
-    params = tuple(actor.parameters())
-    fixed = Normal(dist.loc.detach(), dist.scale.detach())
-    grad_kl = flat_grad(mean_kl(fixed, dist), params, create_graph=True)
+def fisher_vector_product_fn(actor: Actor, obs: torch.Tensor, damping: float) -> Callable:
+    """Return v -> (F + damping I) v, v and result [n_params] in the order of actor.parameters(),
+    where F is the Hessian of mean_kl(pi_theta (held fixed), pi_theta') at theta' = theta, the
+    actor's current parameters, over the observations `obs` [B, obs_dim] (SPEC §4).
 
+    At theta' = theta that Hessian is the Fisher matrix of the diagonal Gaussian policy:
+        F = 1/(B A) [ sum_b J_b^T diag(1/sigma^2) J_b  (+)  2 B I_A ],
+    J_b [A, n_mean] the Jacobian of the mean at obs[b] w.r.t. the MLP's parameters and I_A on
+    the log-std entries (the mean-log-std block is 0 there). So F v needs no second-order
+    autograd: J v is one forward-mode pass and J^T u one reverse-mode pass through the MLP's
+    activations at `obs`, recorded once here; each product is a few [B, width] matmuls.
+    Raises TypeError if actor.mean is not the alternation Linear, Tanh, ..., Linear of mlp()."""
+    layers = list(actor.mean)
+    if [type(m) for m in layers] != [nn.Linear, nn.Tanh] * (len(layers) // 2) + [nn.Linear]:
+        raise TypeError("fisher_vector_product_fn needs actor.mean = Linear, Tanh, ..., Linear")
+    weights = [layer.weight.detach() for layer in layers[::2]]
+    with torch.no_grad():
+        inputs, tanh_grads = [obs], []  # the input of each Linear; tanh' after each hidden one
+        for weight, layer in zip(weights[:-1], layers[::2]):
+            hidden = torch.tanh(inputs[-1] @ weight.T + layer.bias)
+            inputs.append(hidden)
+            tanh_grads.append(1.0 - hidden * hidden)
+        precision = torch.exp(-2.0 * actor.log_std.detach())  # 1/sigma^2 [A]
+    batch, act_dim = obs.shape[0], precision.numel()
+    names = [name for name, _ in actor.named_parameters()]
+    shapes = [param.shape for param in actor.parameters()]
+    sizes = [param.numel() for param in actor.parameters()]
+    block = {name: i for i, name in enumerate(names)}  # parameter name -> its index in the flat order
+    linear_blocks = [(block[f"mean.{2 * i}.weight"], block[f"mean.{2 * i}.bias"]) for i in range(len(weights))]
+
+    @torch.no_grad()
     def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
-        return flat_grad(grad_kl @ vector, params, retain_graph=True) + damping * vector
+        v = [piece.view(shape) for piece, shape in zip(vector.split(sizes), shapes)]
+        tangent = None  # J v, built layer by layer (forward mode)
+        for i, (weight, (w, b)) in enumerate(zip(weights, linear_blocks)):
+            linear = torch.addmm(v[b], inputs[i], v[w].T)
+            tangent = linear if tangent is None else linear.addmm_(tangent, weight.T)
+            if i < len(tanh_grads):
+                tangent.mul_(tanh_grads[i])
+        cotangent = tangent.mul_(precision / (batch * act_dim))  # diag(1/sigma^2) J v / (B A), [B, A]
+        product = [None] * len(names)
+        product[block["log_std"]] = 2.0 / act_dim * v[block["log_std"]]
+        for i in reversed(range(len(weights))):  # J^T cotangent (reverse mode)
+            w, b = linear_blocks[i]
+            product[w], product[b] = cotangent.T @ inputs[i], cotangent.sum(0)
+            if i:
+                cotangent = (cotangent @ weights[i]).mul_(tanh_grads[i - 1])
+        return torch.cat([piece.reshape(-1) for piece in product]).add_(vector, alpha=damping)
 
     return fisher_vector_product
 
@@ -605,7 +642,7 @@ def trpo_update(actor: Actor, batch: dict, args: Args) -> dict:
         return trpo_surrogate(dist, batch["act"], batch["logp"], batch["adv"])
 
     dist = actor(obs)
-    fvp = fisher_vector_product_fn(actor, dist, args.cg_damping)
+    fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)
     surrogate_before = surrogate(dist)
     gradient = flat_grad(surrogate_before, tuple(actor.parameters()), retain_graph=True)
     if not torch.isfinite(gradient).all():

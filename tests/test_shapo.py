@@ -15,7 +15,7 @@ def shapo_problem(module, seed=0, batch=128):
             return module.trpo_surrogate(dist, data["act"], data["logp"], data["adv"])
         return module.ppo_surrogate(dist, data["act"], data["logp"], data["adv"], clip_coef=0.2)
 
-    fvp = module.fisher_vector_product_fn(actor, actor(data["obs"]), damping=0.1)
+    fvp = module.fisher_vector_product_fn(actor, data["obs"], damping=0.1)
     return actor, data, surrogate, fvp
 
 
