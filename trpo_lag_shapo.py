@@ -83,7 +83,8 @@ class Args:
     cost_limit: float = 25.0
     """d: bound on the expected undiscounted episodic cost"""
     vector_env: Literal["auto", "sync", "async"] = "auto"
-    """'async' steps each env in its own process; 'auto' does so for the slow navigation tasks only"""
+    """'async' steps each env in its own process; 'auto' does so only for navigation tasks without
+    --fast-reset, whose resets take seconds"""
     max_episode_steps: Optional[int] = None
     """override the task's time limit (for tests and debugging); None keeps the task's own"""
     fast_reset: bool = False
@@ -345,9 +346,10 @@ def make_vector_env(args: Args, episodes: Optional[list] = None) -> NormalizeObs
     Each step returns (obs [N, obs_dim], reward [N], cost [N], terminated [N], truncated [N], info);
     an env whose episode ended is reset at once, its last observation in info["final_observation"].
     """
-    use_async = args.vector_env == "async" or (
-        args.vector_env == "auto" and "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS
-    )
+    # 'auto': subprocesses pay off only where resets take seconds (navigation tasks without
+    # --fast-reset); elsewhere pipes and process switches cost more than they save (README, throughput)
+    slow_resets = "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS and not args.fast_reset
+    use_async = args.vector_env == "async" or (args.vector_env == "auto" and slow_resets)
     thunks = [
         make_env(args.env_id, args.max_episode_steps, None, None if episodes is None else episodes[i], args.fast_reset)
         for i in range(args.num_envs)
@@ -404,7 +406,9 @@ class Actor(nn.Module):
     def forward(self, obs: torch.Tensor) -> Normal:
         """obs [B, obs_dim] -> Normal with batch shape [B, act_dim] (one factor per action dimension)."""
         mean = self.mean(obs)
-        return Normal(mean, self.log_std.exp().expand_as(mean))
+        # no argument checks: they cost more than the forward pass on a few observations, and
+        # check_finite stops training before a non-finite parameter can reach this point
+        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
 
 
 class Critic(nn.Module):
@@ -980,6 +984,10 @@ def train(
     cost_buf = torch.zeros((num_steps, num_envs))
     terminated_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
     done_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
+    # NumPy views of the buffers (same memory): env outputs are written without a tensor conversion
+    next_obs_np, reward_np, cost_np, terminated_np, done_np = (
+        buf.numpy() for buf in (next_obs_buf, reward_buf, cost_buf, terminated_buf, done_buf)
+    )
 
     tracker = EpisodeTracker(num_envs)
     if checkpoint is None:
@@ -1020,7 +1028,11 @@ def train(
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     last_good = snapshot(start_epoch) if args.save_model else None
     start_time, start_step = time.time(), global_step
+    # The rollout's forward passes are tiny: one intra-op thread is as fast, and idle OpenMP threads
+    # would spin on the cores that subprocess envs need. The update uses all threads.
+    update_threads = torch.get_num_threads()
     for epoch in range(start_epoch, num_epochs):
+        torch.set_num_threads(1)
         # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
         episodes = []
         rollout_start, env_seconds = time.perf_counter(), 0.0
@@ -1029,21 +1041,17 @@ def train(
             with torch.no_grad():
                 dist = actor(obs)
                 action = dist.sample()
-                logp = dist.log_prob(action).sum(-1)
+                obs_buf[t], act_buf[t], logp_buf[t] = obs, action, dist.log_prob(action).sum(-1)
             env_start = time.perf_counter()
             next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
             env_seconds += time.perf_counter() - env_start
             global_step += num_envs
             done = terminated | truncated
             # the state each step reached: the episode's final observation where it was truncated
-            real_next_obs = next_obs
-            if truncated.any():
-                real_next_obs = next_obs.copy()
-                for i in np.flatnonzero(truncated):
-                    real_next_obs[i] = info["final_observation"][i]
-            obs_buf[t], next_obs_buf[t], act_buf[t], logp_buf[t] = obs, torch.as_tensor(real_next_obs), action, logp
-            reward_buf[t], cost_buf[t] = torch.as_tensor(reward), torch.as_tensor(cost)
-            terminated_buf[t], done_buf[t] = torch.as_tensor(terminated), torch.as_tensor(done)
+            next_obs_np[t] = next_obs
+            for i in np.flatnonzero(truncated):
+                next_obs_np[t, i] = info["final_observation"][i]
+            reward_np[t], cost_np[t], terminated_np[t], done_np[t] = reward, cost, terminated, done
             cumulative_cost += float(cost.sum())
             for episode_return, episode_cost, episode_length in tracker.step(reward, cost, done):
                 writer.add_scalar("charts/episodic_return", episode_return, global_step)
@@ -1060,6 +1068,7 @@ def train(
             print(f"{SCRIPT}: stopped by {stop.signal} at step {global_step}{saved}", flush=True)
             break
 
+        torch.set_num_threads(update_threads)
         update_start = time.perf_counter()
         rollout_seconds = update_start - rollout_start
 
