@@ -236,20 +236,23 @@ def pareto_frontier(costs: Sequence[float], returns: Sequence[float]) -> np.ndar
 # Output
 # ---------------------------------------------------------------------------------------------
 def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int) -> str:
-    """One Markdown table: algorithm, seeds, final return, final cost, cumulative cost (mean +- std)."""
+    """One Markdown table: algorithm, seeds, environment steps (of the last logged epoch; a range if
+    the seeds differ), final return, final cost, cumulative cost (mean +- std)."""
     lines = [
         f"### {env_id}",
         "",
-        f"| algorithm | seeds | episodic return (last {last_episodes} ep.) | episodic cost (last {last_episodes} ep.) "
-        "| cumulative cost |",
-        "|-|-|-|-|-|",
+        f"| algorithm | seeds | steps | episodic return (last {last_episodes} ep.) "
+        f"| episodic cost (last {last_episodes} ep.) | cumulative cost |",
+        "|-|-|-|-|-|-|",
     ]
     for algorithm, runs in sorted(groups.items()):
+        last_steps = sorted(int(run.epoch_steps[-1]) for run in runs)
+        steps = f"{last_steps[0]}" if last_steps[0] == last_steps[-1] else f"{last_steps[0]}–{last_steps[-1]}"
         cells = []
         for key in ("return", "cost", "cumulative_cost"):
             mean, std = mean_std([run.final[key] for run in runs])
             cells.append(f"{mean:.2f} ± {std:.2f}")
-        lines.append(f"| {algorithm} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {algorithm} | {len(runs)} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

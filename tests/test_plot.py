@@ -59,8 +59,8 @@ def test_table_mean_std_over_seeds(runs_dir, tmp_path, capsys):
     #           cumulative 80 and 85 -> 82.5 +- 2.5
     rows = [line for line in tables[ENV].splitlines() if line.startswith("| algo_")]
     assert rows == [
-        "| algo_a | 2 | 7.25 ± 1.75 | 2.25 ± 0.75 | 36.00 ± 4.00 |",
-        "| algo_b | 2 | 2.75 ± 0.75 | 16.25 ± 1.25 | 82.50 ± 2.50 |",
+        "| algo_a | 2 | 400 | 7.25 ± 1.75 | 2.25 ± 0.75 | 36.00 ± 4.00 |",
+        "| algo_b | 2 | 400 | 2.75 ± 0.75 | 16.25 ± 1.25 | 82.50 ± 2.50 |",
     ]
     assert tables[ENV] in capsys.readouterr().out
     assert table_file.read_text().strip() == tables[ENV].strip()
