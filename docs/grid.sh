@@ -1,0 +1,25 @@
+#!/bin/bash
+# The README's results grid, step by step as it ran on a 2-core machine (about 2 h 15 min):
+#   bash docs/grid.sh [out-dir]            then
+#   python plot.py --runs-dir <out-dir>/runs --out-dir docs --table docs/results.md
+# Every run: default hyperparameters (SPEC), cost limit 25, 5 envs in one process (--vector-env
+# sync), one PyTorch thread, two runs at a time. --fast-reset changes no observation, reward or
+# cost (tests/test_environments.py); it only makes navigation-task resets fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-sweeps/grid}
+SWEEP="python sweep.py --threads-per-run 1 --out-dir $OUT --seeds 0 1 2 --vector-env sync --fast-reset"
+TRPO="--total-timesteps 200000"
+
+# TRPO-Lag vs SHAPO-TRPO-Lag, 200 000 steps, all four tasks
+$SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointGoal1-v0
+# the same pair with the PID Lagrange multiplier (SPEC §8); one sweep per script for its run name
+$SWEEP --workers 1 $TRPO --scripts trpo_lag --env-ids SafetyPointGoal1-v0 --lagrangian pid --exp-name trpo_lag_pid &
+$SWEEP --workers 1 $TRPO --scripts trpo_lag_shapo --env-ids SafetyPointGoal1-v0 --lagrangian pid --exp-name trpo_lag_shapo_pid &
+wait
+$SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointButton1-v0
+$SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids Walker2d-v4 Ant-v4
+
+# PPO-Lag vs SHAPO-PPO-Lag, 60 000 steps (3 epochs): SHAPO-PPO's update is slow, see Throughput
+$SWEEP --workers 2 --scripts ppo_lag ppo_lag_shapo --total-timesteps 60000 \
+  --env-ids SafetyPointGoal1-v0 SafetyPointButton1-v0 Walker2d-v4 Ant-v4
