@@ -26,6 +26,7 @@ Backends:
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ import tyro
 ROOT = Path(__file__).resolve().parent
 SCRIPTS = ("ppo_lag", "ppo_lag_shapo", "trpo_lag", "trpo_lag_shapo")
 # flags the sweep sets itself for every run; passing them through would clash (and --exp-name
-# shared by two scripts would make their run folders collide)
+# shared by two scripts would make their run folders collide: use --exp-name-suffix)
 RESERVED_FLAGS = ("--env-id", "--seed", "--exp-name")
 
 
@@ -66,6 +67,9 @@ class Args:
     """address for ray.init ('auto' joins a running cluster); None starts a local Ray instance"""
     python: str = sys.executable
     """Python interpreter that runs the scripts"""
+    exp_name_suffix: str = ""
+    """if set, each run is named <script>_<suffix> (e.g. pid, with --lagrangian pid passed through),
+    so that plot.py shows it apart from the same script's default runs"""
 
 
 class Job(NamedTuple):
@@ -102,6 +106,8 @@ def check_args(args: Args, extra: List[str]) -> None:
         name = flag.split("=", 1)[0].replace("_", "-")
         if name in RESERVED_FLAGS:
             raise ValueError(f"{name} is set by the sweep for each run and cannot be passed through")
+    if args.exp_name_suffix and not re.fullmatch(r"[A-Za-z0-9-]+", args.exp_name_suffix):
+        raise ValueError(f"--exp-name-suffix takes letters, digits and '-' only, got {args.exp_name_suffix!r}")
     if extra and not extra[0].startswith("-"):
         raise ValueError(f"unexpected argument {extra[0]!r} (pass-through flags must start with --)")
 
@@ -116,8 +122,14 @@ def make_jobs(args: Args) -> List[Job]:
     ]
 
 
-def command(job: Job, python: str, extra: List[str]) -> List[str]:
-    return [python, str(ROOT / f"{job.script}.py"), "--env-id", job.env_id, "--seed", str(job.seed), *extra]
+def exp_name(job: Job, suffix: str) -> str:
+    """The run's experiment name: its script, plus `_suffix` if one is given."""
+    return f"{job.script}_{suffix}" if suffix else job.script
+
+
+def command(job: Job, python: str, extra: List[str], suffix: str = "") -> List[str]:
+    name = ["--exp-name", exp_name(job, suffix)] if suffix else []
+    return [python, str(ROOT / f"{job.script}.py"), "--env-id", job.env_id, "--seed", str(job.seed), *name, *extra]
 
 
 def run_one(cmd: List[str], cwd: str, env: dict, log_path: str) -> Result:
@@ -175,10 +187,10 @@ def main(args: Args, extra: List[str]) -> int:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     launch = {
         job: dict(
-            cmd=command(job, args.python, extra),
+            cmd=command(job, args.python, extra, args.exp_name_suffix),
             cwd=str(out_dir),
             env=env,
-            log_path=str(log_dir / f"{job.script}__{job.env_id}__{job.seed}.log"),
+            log_path=str(log_dir / f"{exp_name(job, args.exp_name_suffix)}__{job.env_id}__{job.seed}.log"),
         )
         for job in jobs
     }

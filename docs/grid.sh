@@ -13,12 +13,11 @@ TRPO="--total-timesteps 200000"
 
 # TRPO-Lag vs SHAPO-TRPO-Lag, 200 000 steps, all four tasks
 $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointGoal1-v0
-# the same pair with the PID Lagrange multiplier (SPEC §8); one sweep per script for its run name
-$SWEEP --workers 1 $TRPO --scripts trpo_lag --env-ids SafetyPointGoal1-v0 --lagrangian pid --exp-name trpo_lag_pid &
-$SWEEP --workers 1 $TRPO --scripts trpo_lag_shapo --env-ids SafetyPointGoal1-v0 --lagrangian pid --exp-name trpo_lag_shapo_pid &
-wait
 $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointButton1-v0
 $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids Walker2d-v4 Ant-v4
+# the same pair with the PID Lagrange multiplier (SPEC §8), runs named trpo_lag_pid, trpo_lag_shapo_pid
+$SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointGoal1-v0 --lagrangian pid \
+  --exp-name-suffix pid
 
 # PPO-Lag vs SHAPO-PPO-Lag, 60 000 steps (3 epochs): SHAPO-PPO's update is slow, see Throughput
 $SWEEP --workers 2 --scripts ppo_lag ppo_lag_shapo --total-timesteps 60000 \

@@ -62,6 +62,16 @@ def test_failing_run_does_not_stop_the_others(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+def test_exp_name_suffix_names_runs_and_logs_apart(tmp_path):
+    result = sweep("--scripts", "trpo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", "--exp-name-suffix", "pid",
+                   "--lagrangian", "pid", *TINY, out_dir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("Walker2d-v4__trpo_lag_pid__0__")
+    log = (tmp_path / "sweep_logs" / "trpo_lag_pid__Walker2d-v4__0.log").read_text()
+    assert "--lagrangian pid" in log.splitlines()[0] and "epoch 2/2 step 400" in log
+
+
 def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
     result = sweep("--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", *TINY,
                    out_dir=tmp_path)
@@ -78,6 +88,8 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
         (["--seeds"], "--seeds needs at least one value"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--seed", "1"], "--seed is set by the sweep"),
+        (["--exp-name", "mine"], "--exp-name is set by the sweep"),
+        (["--exp-name-suffix", "a__b"], "--exp-name-suffix takes letters, digits and '-' only"),
     ],
 )
 def test_bad_input_is_a_one_line_error(flags, message, tmp_path):
