@@ -1,7 +1,8 @@
 #!/bin/bash
-# The README's results grid, step by step as it ran on a 2-core machine (about 2 h 15 min):
-#   bash docs/grid.sh [out-dir]            then
-#   python plot.py --runs-dir <out-dir>/runs --out-dir docs --table docs/results.md
+# The runs behind the README's results (about 2 h 15 min on 2 cores; there the PID sweep ran side
+# by side with the others), then their figures and tables (docs/*.png, docs/results.md; the PID
+# pair in docs/pid/):
+#   bash docs/grid.sh [out-dir]
 # Every run: default hyperparameters (SPEC), cost limit 25, 5 envs in one process (--vector-env
 # sync), one PyTorch thread, two runs at a time. --fast-reset changes no observation, reward or
 # cost (tests/test_environments.py); it only makes navigation-task resets fast.
@@ -22,3 +23,9 @@ $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPoint
 # PPO-Lag vs SHAPO-PPO-Lag, 60 000 steps (3 epochs): SHAPO-PPO's update is slow, see Throughput
 $SWEEP --workers 2 --scripts ppo_lag ppo_lag_shapo --total-timesteps 60000 \
   --env-ids SafetyPointGoal1-v0 SafetyPointButton1-v0 Walker2d-v4 Ant-v4
+
+# figures and tables: the final values are the mean of each run's last 20 episodes
+PLOT="python plot.py --runs-dir $OUT/runs --last-episodes 20"
+$PLOT --out-dir docs --table docs/results.md --algorithms ppo_lag ppo_lag_shapo trpo_lag trpo_lag_shapo
+$PLOT --out-dir docs/pid --table docs/pid/results.md --env-ids SafetyPointGoal1-v0 \
+  --algorithms trpo_lag trpo_lag_shapo trpo_lag_pid trpo_lag_shapo_pid
