@@ -20,8 +20,8 @@ $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids Walker2d-v4
 $SWEEP --workers 2 $TRPO --scripts trpo_lag trpo_lag_shapo --env-ids SafetyPointGoal1-v0 --lagrangian pid \
   --exp-name-suffix pid
 
-# PPO-Lag vs SHAPO-PPO-Lag, 60 000 steps (3 epochs): SHAPO-PPO's update is slow, see Throughput
-$SWEEP --workers 2 --scripts ppo_lag ppo_lag_shapo --total-timesteps 60000 \
+# PPO-Lag vs SHAPO-PPO-Lag, 40 000 steps (2 epochs): all that fitted, SHAPO-PPO's update is slow
+$SWEEP --workers 2 --scripts ppo_lag ppo_lag_shapo --total-timesteps 40000 \
   --env-ids SafetyPointGoal1-v0 SafetyPointButton1-v0 Walker2d-v4 Ant-v4
 
 # figures and tables: the final values are the mean of each run's last 20 episodes
