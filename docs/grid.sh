@@ -1,5 +1,5 @@
 #!/bin/bash
-# The runs behind the README's results (about 2 h 15 min on 2 cores; there several of these sweeps
+# The runs behind the README's results (about 2 h on 2 cores; there several of these sweeps
 # ran side by side), then their figures and tables (docs/*.png, docs/results.md; the PID
 # pair in docs/pid/):
 #   bash docs/grid.sh [out-dir]
