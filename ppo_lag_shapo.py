@@ -585,6 +585,7 @@ def conjugate_gradient(
 def shapo_gradient(
     actor: Actor,
     obs: torch.Tensor,
+    dist0: Normal,
     surrogate: Callable,
     fisher_vector_product: Callable,
     delta_down: float,
@@ -598,6 +599,7 @@ def shapo_gradient(
     Args:
         actor: the policy at theta0 (its parameters are read, never written).
         obs: observations [B, obs_dim] of the surrogate and of the KL check.
+        dist0: actor(obs) with its autograd graph: the base algorithm's own forward pass, reused.
         surrogate: dist -> scalar objective L that the base algorithm maximises (its data,
             advantages and old log-probs bound in).
         fisher_vector_product: v -> (F(theta0) + damping I) v on `obs`, v [n_params].
@@ -611,15 +613,14 @@ def shapo_gradient(
     keyed by TensorBoard tag: the KL reached, |epsilon|, the backtracking count, cos(g, g_tilde)).
     """
     theta0 = flat_params(actor)
-    dist0 = actor(obs)
     gradient = flat_grad(surrogate(dist0), tuple(actor.parameters()))
     x = conjugate_gradient(fisher_vector_product, gradient, cg_iters)
     epsilon = -torch.sqrt(2.0 * delta_down / (x @ fisher_vector_product(x) + 1e-8)) * x
 
-    dist0 = Normal(dist0.loc.detach(), dist0.scale.detach())
+    fixed = Normal(dist0.loc.detach(), dist0.scale.detach())
 
     def kl_at(step: torch.Tensor) -> torch.Tensor:
-        return mean_kl(dist0, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
+        return mean_kl(fixed, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
 
     with torch.no_grad():
         for backtracks in range(backtrack_steps):
@@ -693,7 +694,7 @@ def ppo_update(
             dist = actor(obs)
             surrogate = minibatch_surrogate(dist)
             fvp = fisher_vector_product_fn(actor, obs, damping=0.1)
-            gradient, _, shapo_stats = shapo_gradient(actor, obs, minibatch_surrogate, fvp, args.delta_down)
+            gradient, _, shapo_stats = shapo_gradient(actor, obs, dist, minibatch_surrogate, fvp, args.delta_down)
             set_flat_grad(actor, -gradient)
             if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
                 raise FloatingPointError("gradient of the actor and critics")

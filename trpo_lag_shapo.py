@@ -628,6 +628,7 @@ def conjugate_gradient(
 def shapo_gradient(
     actor: Actor,
     obs: torch.Tensor,
+    dist0: Normal,
     surrogate: Callable,
     fisher_vector_product: Callable,
     delta_down: float,
@@ -641,6 +642,7 @@ def shapo_gradient(
     Args:
         actor: the policy at theta0 (its parameters are read, never written).
         obs: observations [B, obs_dim] of the surrogate and of the KL check.
+        dist0: actor(obs) with its autograd graph: the base algorithm's own forward pass, reused.
         surrogate: dist -> scalar objective L that the base algorithm maximises (its data,
             advantages and old log-probs bound in).
         fisher_vector_product: v -> (F(theta0) + damping I) v on `obs`, v [n_params].
@@ -654,15 +656,14 @@ def shapo_gradient(
     keyed by TensorBoard tag: the KL reached, |epsilon|, the backtracking count, cos(g, g_tilde)).
     """
     theta0 = flat_params(actor)
-    dist0 = actor(obs)
     gradient = flat_grad(surrogate(dist0), tuple(actor.parameters()))
     x = conjugate_gradient(fisher_vector_product, gradient, cg_iters)
     epsilon = -torch.sqrt(2.0 * delta_down / (x @ fisher_vector_product(x) + 1e-8)) * x
 
-    dist0 = Normal(dist0.loc.detach(), dist0.scale.detach())
+    fixed = Normal(dist0.loc.detach(), dist0.scale.detach())
 
     def kl_at(step: torch.Tensor) -> torch.Tensor:
-        return mean_kl(dist0, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
+        return mean_kl(fixed, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
 
     with torch.no_grad():
         for backtracks in range(backtrack_steps):
@@ -716,7 +717,7 @@ def trpo_update(actor: Actor, batch: dict, args: Args) -> dict:
     dist = actor(obs)
     fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)
     surrogate_before = surrogate(dist)
-    gradient, _, shapo_stats = shapo_gradient(actor, obs, surrogate, fvp, args.delta_down)
+    gradient, _, shapo_stats = shapo_gradient(actor, obs, dist, surrogate, fvp, args.delta_down)
     if not torch.isfinite(gradient).all():
         raise FloatingPointError("policy gradient")
     x = conjugate_gradient(fvp, gradient, args.cg_iters)

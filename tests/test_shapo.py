@@ -37,7 +37,7 @@ def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_
     module = load(name)
     actor, data, surrogate, fvp = shapo_problem(module, seed)
     theta0 = module.flat_params(actor)
-    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], surrogate, fvp, delta_down)
+    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, delta_down)
 
     assert torch.equal(module.flat_params(actor), theta0), "theta0 must be left exactly in place"
     value0, gradient0, _ = surrogate_and_gradient_at(module, actor, data["obs"], surrogate, theta0)
@@ -65,7 +65,7 @@ def test_perturbation_points_against_the_natural_gradient(name):
     module = load(name)
     actor, data, surrogate, fvp = shapo_problem(module)
     delta_down = 1e-6
-    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], surrogate, fvp, delta_down, cg_iters=500)
+    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, delta_down, cg_iters=500)
     assert stats["shapo/backtracks"] == 0
     _, gradient0, _ = surrogate_and_gradient_at(module, actor, data["obs"], surrogate, module.flat_params(actor))
     # the quadratic model of the KL sits on the ball's boundary: 1/2 eps^T (F + 0.1 I) eps = delta
@@ -79,7 +79,7 @@ def test_perturbation_points_against_the_natural_gradient(name):
 def test_zero_radius_gives_exactly_the_plain_gradient(name):
     module = load(name)
     actor, data, surrogate, fvp = shapo_problem(module)
-    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], surrogate, fvp, 0.0)
+    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 0.0)
     plain = torch.autograd.grad(surrogate(actor(data["obs"])), tuple(actor.parameters()))
     assert torch.equal(perturbed_gradient, torch.cat([g.reshape(-1) for g in plain]))
     assert epsilon.abs().max() == 0 and stats["shapo/kl"] == 0.0
@@ -90,8 +90,8 @@ def test_kl_fallback_when_no_backtrack_fits(name):
     """With 0 backtracking tries the fallback 0.1 epsilon is used (SPEC §5 step 4)."""
     module = load(name)
     actor, data, surrogate, fvp = shapo_problem(module)
-    _, full, _ = module.shapo_gradient(actor, data["obs"], surrogate, fvp, 1e-4)
-    _, fallback, stats = module.shapo_gradient(actor, data["obs"], surrogate, fvp, 1e-4, backtrack_steps=0)
+    _, full, _ = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 1e-4)
+    _, fallback, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 1e-4, backtrack_steps=0)
     assert stats["shapo/backtracks"] == 0
     torch.testing.assert_close(fallback, 0.1 * full)
 
