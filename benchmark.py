@@ -88,8 +88,9 @@ def main(args: Args) -> None:
     print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}{reset}), {args.steps} steps, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("| run | steps/s | ratio to limit | env steps (s) | rollout (s) | update (s) |\n|---|---:|---:|---:|---:|---:|")
-    for name, (value, env_seconds, rollout_seconds, update_seconds) in rows:
-        print(f"| {name} | {value:.0f} | {value / limit:.2f} | {env_seconds:.1f} | {rollout_seconds:.1f} | {update_seconds:.1f} |")
+    for name, (value, *seconds) in rows:
+        cells = " | ".join(f"{second:.1f}" if second == second else "" for second in seconds)  # NaN: not measured
+        print(f"| {name} | {value:.0f} | {value / limit:.2f} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Environment setup on real tasks: exact episode accounting, fall costs, the shared observation
 normalisation and its final observations (SPEC §2)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from conftest import load
+from conftest import ROOT, load
 
 module = load("ppo_lag")  # the environment code is identical in the four scripts (tests/test_scripts.py)
 
@@ -122,11 +125,6 @@ np.savez({out!r}, rows=np.array(rows), skybox_width=model.tex_width[skybox])
 
 def test_fast_reset_leaves_observations_rewards_and_costs_unchanged(tmp_path):
     """Each variant in its own process: the plain skybox is switched on for a whole process."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     results = {}
     for fast in (False, True):
         out = tmp_path / f"fast_{fast}.npz"
