@@ -2,13 +2,11 @@
 
     python benchmark.py --env-id SafetyPointGoal1-v0 --steps 20000
 
-For one environment setup (task, number of envs, vector-env mode) it measures, one after another
-on this machine:
-  * the limit: random actions stepped through the scripts' own vector env (make_vector_env of
-    ppo_lag.py, identical in the four scripts), resets included;
+For one task and number of envs it measures, one after another on this machine:
+  * the limit: random actions stepped through the scripts' own vector env (as ppo_lag.py's main
+    builds it, identical in the four scripts: sync, plain skybox), resets included;
   * each script end to end (rollout and updates) for the same number of steps, as the steps/s it
-    prints after its last epoch, with that epoch's seconds in env.step, in the whole rollout
-    (the rest is policy inference and bookkeeping) and in the update.
+    prints after its last epoch, with that epoch's seconds in the rollout and in the update.
 Both clocks start after the first reset. Prints a Markdown table (steps/s and ratio to the limit).
 """
 
@@ -20,7 +18,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import tyro
 
@@ -36,23 +33,18 @@ class Args:
     """parallel environments"""
     steps: int = 20_000
     """environment steps per measurement (all envs together); also the scripts' --steps-per-epoch"""
-    vector_env: Literal["auto", "sync", "async"] = "auto"
-    """vector-env mode, as in the scripts"""
     scripts: tuple = SCRIPTS
     """which scripts to run end to end"""
     seed: int = 0
     """seed of the environments and scripts"""
-    fast_reset: bool = False
-    """measure with the scripts' opt-in --fast-reset (plain skybox)"""
 
 
 def random_action_steps_per_second(args: Args) -> float:
     sys.path.insert(0, str(ROOT))
     import ppo_lag
 
-    envs = ppo_lag.make_vector_env(
-        ppo_lag.Args(env_id=args.env_id, num_envs=args.num_envs, vector_env=args.vector_env, fast_reset=args.fast_reset)
-    )
+    ppo_lag.set_skybox(plain=True)
+    envs = ppo_lag.SafetySyncVectorEnv([ppo_lag.make_env(args.env_id)] * args.num_envs)
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     start = time.perf_counter()
@@ -64,30 +56,28 @@ def random_action_steps_per_second(args: Args) -> float:
 
 
 def script_steps_per_second(name: str, args: Args, workdir: Path) -> tuple:
-    """(steps/s, env-step seconds, rollout seconds, update seconds) of one epoch, as the script prints them."""
+    """(steps/s, rollout seconds, update seconds) of one epoch, as the script prints them."""
     flags = [
-        "--env-id", args.env_id, "--num-envs", str(args.num_envs), "--vector-env", args.vector_env,
+        "--env-id", args.env_id, "--num-envs", str(args.num_envs),
         "--total-timesteps", str(args.steps), "--steps-per-epoch", str(args.steps), "--seed", str(args.seed),
-    ] + (["--fast-reset"] if args.fast_reset else [])
+    ]
     result = subprocess.run(
         [sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=workdir, capture_output=True, text=True
     )
     if result.returncode != 0:
         sys.exit(f"benchmark.py: error: {name}.py failed: {result.stderr.strip().splitlines()[-1]}")
-    last = re.findall(r"\| (\d+) steps/s \| env (\S+) s, rollout (\S+) s, update (\S+) s", result.stdout)[-1]
+    last = re.findall(r"\| (\d+) steps/s \| rollout (\S+) s, update (\S+) s", result.stdout)[-1]
     return tuple(float(value) for value in last)
 
 
 def main(args: Args) -> None:
     limit = random_action_steps_per_second(args)
-    rows = [("random actions (limit)", (limit, args.steps / limit, float("nan"), float("nan")))]
+    rows = [("random actions (limit)", (limit, args.steps / limit, float("nan")))]
     with tempfile.TemporaryDirectory() as workdir:  # the measured runs' logs are not kept
         for name in args.scripts:
             rows.append((name, script_steps_per_second(name, args, Path(workdir))))
-    reset = ", --fast-reset" if args.fast_reset else ""
-    print(f"\n{args.env_id}, {args.num_envs} envs ({args.vector_env}{reset}), {args.steps} steps, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}\n")
-    print("| run | steps/s | ratio to limit | env steps (s) | rollout (s) | update (s) |\n|---|---:|---:|---:|---:|---:|")
+    print(f"\n{args.env_id}, {args.num_envs} envs, {args.steps} steps, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")
+    print("| run | steps/s | ratio to limit | rollout (s) | update (s) |\n|---|---:|---:|---:|---:|")
     for name, (value, *seconds) in rows:
         cells = " | ".join(f"{second:.1f}" if second == second else "" for second in seconds)  # NaN: not measured
         print(f"| {name} | {value:.0f} | {value / limit:.2f} | {cells} |")

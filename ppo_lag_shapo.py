@@ -1,6 +1,6 @@
-"""SHAPO-PPO-Lag: PPO-Lag whose policy gradient is taken at a SHAPO-perturbed actor.
+"""SHAPO-PPO-Lag: proximal policy optimisation with a Lagrange multiplier on the episodic cost.
 
-Single-file reference of SHAPO (paper Alg. 4; SPEC.md §2-3, §5, §7). Run with
+Single-file reference of SHAPO (paper Alg. 4; SPEC.md §2-3, §5, §7-8). Run with
     python ppo_lag_shapo.py --env-id SafetyPointGoal1-v0
 and see `python ppo_lag_shapo.py --help` for every flag. TensorBoard logs go to runs/<run_name>/.
 """
@@ -9,48 +9,42 @@ import copy
 import dataclasses
 import math
 import os
-import random
 import signal
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
+from statistics import NormalDist
 from types import SimpleNamespace
 from typing import Callable, Literal, Optional
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read at MuJoCo's import)
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import tyro  # noqa: E402
-from gymnasium.wrappers.normalize import RunningMeanStd  # noqa: E402
-from torch.distributions import Normal, kl_divergence  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+import yaml
+from gymnasium.wrappers.normalize import RunningMeanStd
+from torch.distributions import Normal, kl_divergence
+from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = os.path.basename(__file__)
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when MuJoCo is imported
 
 
 def import_safety_gymnasium():
-    """Import safety_gymnasium 1.0.0 on any Python >= 3.8 (SPEC §11).
-
-    Its asset classes are dataclasses with numpy arrays as field defaults, which Python >= 3.11
-    rejects as mutable defaults. While the package is imported, `dataclasses.dataclass` turns each
-    such default into an equivalent `default_factory`; it is restored right after.
-    """
+    """Import safety_gymnasium 1.0.0 on Python >= 3.11 (SPEC §11): its asset dataclasses have NumPy
+    arrays as field defaults, which 3.11 rejects; during the import each becomes a default_factory."""
     plain_dataclass = dataclasses.dataclass
 
     def numpy_safe_dataclass(cls=None, /, **kwargs):
-        def wrap(cls):
-            for name in cls.__dict__.get("__annotations__", {}):
-                default = cls.__dict__.get(name)
-                if isinstance(default, np.ndarray):
-                    setattr(cls, name, dataclasses.field(default_factory=default.copy))
-            return plain_dataclass(cls, **kwargs)
-
-        return wrap if cls is None else wrap(cls)
+        if cls is None:
+            return partial(numpy_safe_dataclass, **kwargs)
+        for name in cls.__dict__.get("__annotations__", {}):
+            if isinstance(default := cls.__dict__.get(name), np.ndarray):
+                setattr(cls, name, dataclasses.field(default_factory=default.copy))
+        return plain_dataclass(cls, **kwargs)
 
     dataclasses.dataclass = numpy_safe_dataclass
     try:
@@ -62,7 +56,7 @@ def import_safety_gymnasium():
 
 safety_gymnasium = import_safety_gymnasium()
 from safety_gymnasium.utils.registration import safe_registry  # noqa: E402
-from safety_gymnasium.vector import SafetyAsyncVectorEnv, SafetySyncVectorEnv  # noqa: E402
+from safety_gymnasium.vector import SafetySyncVectorEnv  # noqa: E402
 from safety_gymnasium.wrappers import with_gymnasium_wrappers  # noqa: E402
 
 
@@ -77,20 +71,15 @@ class Args:
     total_timesteps: int = 10_000_000
     """environment steps of the whole run, all envs together"""
     num_envs: int = 5
-    """number of parallel environments"""
+    """number of environments, stepped one after another in this process"""
     steps_per_epoch: int = 20_000
     """transitions collected per epoch (one policy update), all envs together"""
     cost_limit: float = 25.0
     """d: bound on the expected undiscounted episodic cost"""
-    vector_env: Literal["auto", "sync", "async"] = "auto"
-    """'async' steps each env in its own process; 'auto' does so only for navigation tasks without
-    --fast-reset, whose resets take seconds"""
     max_episode_steps: Optional[int] = None
     """override the task's time limit (for tests and debugging); None keeps the task's own"""
-    fast_reset: bool = False
-    """plain skybox: navigation tasks reset in ms, not seconds; observations, physics, rewards, costs unchanged"""
     save_model: bool = False
-    """write checkpoints into the run folder: every --save-every epochs, at the end, and on Ctrl-C / SIGTERM"""
+    """write <run folder>/checkpoint.pt every --save-every epochs, at the end, and on Ctrl-C / SIGTERM"""
     save_every: int = 10
     """epochs between checkpoints with --save-model"""
     resume: Optional[str] = None
@@ -102,7 +91,7 @@ class Args:
     eval_only: bool = False
     """only evaluate the --resume checkpoint for --eval-episodes episodes"""
     capture_video: bool = False
-    """record the evaluation episodes into <run folder>/videos/step<global step>/ (MuJoCo renders headless via EGL)"""
+    """record the evaluation episodes into <run folder>/videos/step<global step>/"""
     gamma: float = 0.99
     """discount factor of reward and cost"""
     gae_lambda: float = 0.95
@@ -116,11 +105,9 @@ class Args:
     max_grad_norm: float = 40.0
     """gradient-norm clip"""
     learning_rate: float = 3e-4
-    """Adam learning rate of the actor (decays linearly to 0 with --anneal-lr)"""
+    """Adam learning rate of the actor; it decays linearly to 0 over the epochs"""
     critic_lr: float = 3e-4
     """Adam learning rate of the reward and cost critics"""
-    anneal_lr: bool = True
-    """decay the actor's learning rate linearly to 0 over the epochs"""
     update_epochs: int = 40
     """maximum passes over the batch per epoch"""
     minibatch_size: int = 64
@@ -131,258 +118,75 @@ class Args:
     """stop the passes early once the mean KL(pi_old || pi) exceeds this"""
     delta_down: float = 1e-5
     """delta_Down: KL radius of the SHAPO perturbation (SPEC §5); 0 recovers the base algorithm"""
+    pessimism_schedule: Literal["constant", "sqrt-epoch", "prop5"] = "constant"
+    """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t) (SPEC §8)"""
+    pessimism_alpha: float = 0.05
+    """alpha of --pessimism-schedule prop5: the perturbation sits at the alpha-quantile of the objective"""
+    critic_sam_rho: float = 0.0
+    """rho_critic: radius of sharpness-aware critic updates (SPEC §8; the release uses 0.05); 0 is off"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environments (SPEC §2)
-# ---------------------------------------------------------------------------------------------
+# ---- Environments (SPEC §2, §11) ----
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise ValueError unless `env_id` is a task these scripts support (SPEC §2)."""
-    if env_id in FALL_COST_ENVS:
-        return
-    if env_id in safe_registry and "Vision" not in env_id and "Debug" not in env_id:
-        return
-    raise ValueError(
-        f"unsupported --env-id {env_id!r}: use a safety-gymnasium vector-observation task "
-        f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}"
-    )
-
-
 class FallCost(gym.Wrapper):
-    """Turns a gymnasium MuJoCo locomotion task into a safety task: the cost of a step is 1 if the
-    episode terminates there (the agent fell) and 0 otherwise [R]. Steps return the
-    safety-gymnasium 6-tuple (obs, reward, cost, terminated, truncated, info)."""
+    """A gymnasium MuJoCo locomotion task as a safety task: a step costs 1 if the episode terminates
+    there (the agent fell), else 0 [R]. Steps return (obs, reward, cost, terminated, truncated, info)."""
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, float(terminated), terminated, truncated, info
 
 
-def normalize(obs: np.ndarray, obs_rms: RunningMeanStd, epsilon: float = 1e-8) -> np.ndarray:
-    """(obs - running mean) / sqrt(running var + epsilon); obs [..., obs_dim]."""
-    return (obs - obs_rms.mean) / np.sqrt(obs_rms.var + epsilon)
-
-
-class NormalizeObservation(gym.vector.VectorEnvWrapper):
-    """Running mean/std normalisation of observations, statistics shared by all envs (SPEC §2).
-
-    The final observation of an episode (`info["final_observation"]`, used to bootstrap on
-    truncation) gets exactly the transform of that step's observations. safety-gymnasium's
-    SafeNormalizeObservation cannot be used: on a vector env it fails on `final_observation`
-    (an object array) and would update the statistics a second time with it.
-    """
-
-    def __init__(self, env: gym.vector.VectorEnv, epsilon: float = 1e-8):
-        super().__init__(env)
-        self.obs_rms = RunningMeanStd(shape=self.single_observation_space.shape)
-        self.epsilon = epsilon
-
-    def normalize(self, obs: np.ndarray) -> np.ndarray:
-        return normalize(obs, self.obs_rms, self.epsilon)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.obs_rms.update(obs)
-        return self.normalize(obs), info
-
-    def step(self, actions):
-        obs, reward, cost, terminated, truncated, info = self.env.step(actions)
-        self.obs_rms.update(obs)
-        for i in np.flatnonzero(info.get("_final_observation", [])):
-            info["final_observation"][i] = self.normalize(info["final_observation"][i])
-        return self.normalize(obs), reward, cost, terminated, truncated, info
-
-
-def random_generators(obj, path: str = "env", seen: Optional[set] = None) -> dict:
-    """{attribute path: generator} for every NumPy Generator / RandomState and Python Random
-    reachable from the env `obj` through the attributes, lists and dicts of gymnasium,
-    safety-gymnasium and this script's objects; the spaces' own generators (they only serve
-    space.sample(), never the dynamics) are left out."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen or isinstance(obj, gym.spaces.Space):
-        return {}
-    seen.add(id(obj))
-    if isinstance(obj, (np.random.Generator, np.random.RandomState, random.Random)):
-        return {path: obj}
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("gymnasium", "safety_gymnasium", __name__):
-        items = vars(obj).items()
-    else:
-        return {}
-    found = {}
-    for key, value in items:
-        found.update(random_generators(value, f"{path}.{key}", seen))
-    return found
-
-
-def get_random_state(generator):
-    if isinstance(generator, np.random.Generator):
-        return generator.bit_generator.state
-    return generator.get_state() if isinstance(generator, np.random.RandomState) else generator.getstate()
-
-
-def set_random_state(generator, state) -> None:
-    if isinstance(generator, np.random.Generator):
-        generator.bit_generator.state = state
-    elif isinstance(generator, np.random.RandomState):
-        generator.set_state(state)
-    else:
-        generator.setstate(state)
-
-
-class EpisodeReplay(gym.Wrapper):
-    """Makes an env's state restorable, for --resume: remembers the state of every random
-    generator in the env just before the current episode's reset, that reset's arguments and the
-    actions taken since. (safety-gymnasium and gymnasium's MuJoCo envs pickle by re-construction,
-    which loses their state.) Rebuilding the env, restoring the generators, resetting and replaying
-    the actions gives back the same state: MuJoCo is deterministic on a given machine."""
-
-    def reset(self, **kwargs):
-        self.episode = {
-            "random_states": {path: get_random_state(g) for path, g in random_generators(self.env).items()},
-            "reset_kwargs": kwargs,
-            "actions": [],
-        }
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        self.episode["actions"].append(np.array(action))
-        return self.env.step(action)
-
-    def replay_state(self) -> dict:
-        """What `restore` needs: {random_states, reset_kwargs, actions}."""
-        return self.episode
-
-    def restore(self, episode: dict) -> None:
-        """Bring this freshly made env to the state `episode` (from replay_state) describes."""
-        self.env.reset(seed=0)  # creates every generator of the env
-        generators = random_generators(self.env)
-        for path, state in episode["random_states"].items():
-            set_random_state(generators[path], state)
-        self.reset(**episode["reset_kwargs"])
-        for action in episode["actions"]:
-            self.step(action)
-
-
-def use_plain_skybox() -> None:
-    """--fast-reset, for this process. Each reset of a safety-gymnasium navigation task compiles a
-    new MuJoCo model from XML, and nearly all of that time goes into decoding the six large skybox
-    PNGs, which only colour rendered images (SPEC §11). From now on World.build reads an asset
-    configuration, parsed once, whose skybox is MuJoCo's builtin gradient instead."""
-    import safety_gymnasium.world as world
-
-    if isinstance(world.yaml, SimpleNamespace):
-        return
-    real_yaml = world.yaml
-    with open(os.path.join(world.BASE_DIR, "configs", "assets.yaml"), encoding="utf-8") as file:
-        assets = real_yaml.load(file, Loader=real_yaml.FullLoader)
-    assets["textures"]["skybox"] = {
-        "@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8", "@rgb2": "0 0 0", "@width": "32", "@height": "32"
-    }
-
-    def load(file, Loader=None):
-        if os.path.basename(getattr(file, "name", "")) == "assets.yaml":
-            return copy.deepcopy(assets)
-        return real_yaml.load(file, Loader=Loader)
-
-    world.yaml = SimpleNamespace(load=load, FullLoader=real_yaml.FullLoader)
-
-
-def make_env(
-    env_id: str,
-    max_episode_steps: Optional[int] = None,
-    render_mode: Optional[str] = None,
-    episode: Optional[dict] = None,
-    fast_reset: bool = False,
-) -> Callable[[], gym.Env]:
-    """Thunk building one environment with actions rescaled and clipped to [-1, 1] (SPEC §2),
-    restored to `episode` (EpisodeReplay.replay_state) if given; fast_reset: use_plain_skybox."""
+def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None):
+    """Thunk building one safety environment with actions rescaled and clipped to [-1, 1] (SPEC §2)."""
 
     def thunk() -> gym.Env:
-        if fast_reset:
-            use_plain_skybox()
         if env_id in FALL_COST_ENVS:
             env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
         else:
             env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
-        env = EpisodeReplay(gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0)))
-        if episode is not None:
-            env.restore(episode)
-        return env
+        return gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
 
     return thunk
 
 
-def ignoring_interrupts(thunk: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
-    """For env subprocesses: Ctrl-C reaches the whole process group, but only the trainer acts on it."""
+def set_skybox(plain: bool) -> None:
+    """Choose the skybox of the navigation-task models this process compiles from now on. Each reset
+    compiles a new model, and nearly all of its ~1.3 s goes into decoding the skybox images, which
+    only rendering uses; MuJoCo's builtin gradient (plain) leaves observations, physics, rewards and
+    costs bit-identical, and resets take milliseconds (SPEC §11; tested)."""
 
-    def subprocess_thunk() -> gym.Env:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return thunk()
+    def load(file, Loader):  # safety_gymnasium.world reads nothing but its assets.yaml with yaml
+        assets = yaml.load(file, Loader)
+        if plain:
+            assets["textures"]["skybox"] = {"@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8",
+                                            "@rgb2": "0 0 0", "@width": "32", "@height": "32"}
+        return assets
 
-    return subprocess_thunk
-
-
-def make_vector_env(args: Args, episodes: Optional[list] = None) -> NormalizeObservation:
-    """`args.num_envs` copies of `args.env_id` in a safety-gymnasium vector env, normalised;
-    restored to `episodes` (one EpisodeReplay.replay_state per env) if given.
-
-    Each step returns (obs [N, obs_dim], reward [N], cost [N], terminated [N], truncated [N], info);
-    an env whose episode ended is reset at once, its last observation in info["final_observation"].
-    """
-    # 'auto': subprocesses pay off only where resets take seconds (navigation tasks without
-    # --fast-reset); elsewhere pipes and process switches cost more than they save (README, throughput)
-    slow_resets = "Velocity" not in args.env_id and args.env_id not in FALL_COST_ENVS and not args.fast_reset
-    use_async = args.vector_env == "async" or (args.vector_env == "auto" and slow_resets)
-    thunks = [
-        make_env(args.env_id, args.max_episode_steps, None, None if episodes is None else episodes[i], args.fast_reset)
-        for i in range(args.num_envs)
-    ]
-    if use_async:
-        return NormalizeObservation(SafetyAsyncVectorEnv([ignoring_interrupts(thunk) for thunk in thunks]))
-    return NormalizeObservation(SafetySyncVectorEnv(thunks))
+    safety_gymnasium.world.yaml = SimpleNamespace(load=load, FullLoader=yaml.FullLoader)
 
 
-class EpisodeTracker:
-    """Exact per-env episode statistics: every step's reward and cost is counted, including the
-    step on which an episode ends (SPEC §2)."""
+class ObsNormalizer(RunningMeanStd):
+    """Running mean and variance of the observations, shared by all envs (SPEC §2)."""
 
-    def __init__(self, num_envs: int):
-        self.returns = np.zeros(num_envs)
-        self.costs = np.zeros(num_envs)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return (obs - self.mean) / np.sqrt(self.var + 1e-8)
 
-    def step(self, reward: np.ndarray, cost: np.ndarray, done: np.ndarray) -> list:
-        """Add one vector step ([N] arrays); return (return, cost, length) of each episode it ended."""
-        self.returns += reward
-        self.costs += cost
-        self.lengths += 1
-        ended = np.flatnonzero(done)
-        finished = [(float(self.returns[i]), float(self.costs[i]), int(self.lengths[i])) for i in ended]
-        self.returns[ended], self.costs[ended], self.lengths[ended] = 0.0, 0.0, 0
-        return finished
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Actor and critics (SPEC §2)
-# ---------------------------------------------------------------------------------------------
-def mlp(in_dim: int, out_dim: int, out_gain: float, hidden: tuple = (64, 64)) -> nn.Sequential:
-    """Tanh MLP; orthogonal weights and zero biases (CleanRL's initialisation; our choice [I])."""
-    dims = (in_dim, *hidden, out_dim)
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
-        layer = nn.Linear(fan_in, fan_out)
-        is_output = i == len(dims) - 2
-        nn.init.orthogonal_(layer.weight, out_gain if is_output else np.sqrt(2))
-        nn.init.zeros_(layer.bias)
-        layers += [layer] if is_output else [layer, nn.Tanh()]
-    return nn.Sequential(*layers)
+# ---- Actor and critics (SPEC §2) ----
+def mlp(in_dim: int, out_dim: int, hidden: tuple = (64, 64)) -> nn.Sequential:
+    """Tanh MLP with PyTorch's default nn.Linear initialisation, as the release and SafePO have it."""
+    dims = (in_dim, *hidden)
+    layers = [layer for fan_in, fan_out in zip(dims, dims[1:]) for layer in (nn.Linear(fan_in, fan_out), nn.Tanh())]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
 
 class Actor(nn.Module):
@@ -390,115 +194,85 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple = (64, 64)):
         super().__init__()
-        self.mean = mlp(obs_dim, act_dim, out_gain=0.01, hidden=hidden)
+        self.mean = mlp(obs_dim, act_dim, hidden)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def forward(self, obs: torch.Tensor) -> Normal:
         """obs [B, obs_dim] -> Normal with batch shape [B, act_dim] (one factor per action dimension)."""
         mean = self.mean(obs)
-        # no argument checks: they cost more than the forward pass on a few observations, and
-        # check_finite stops training before a non-finite parameter can reach this point
-        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
 
 
-class Critic(nn.Module):
-    """State-value function V(s) of the reward or of the cost."""
-
-    def __init__(self, obs_dim: int, hidden: tuple = (64, 64)):
-        super().__init__()
-        self.net = mlp(obs_dim, 1, out_gain=1.0, hidden=hidden)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [..., obs_dim] -> values [...]."""
-        return self.net(obs).squeeze(-1)
+def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
+    """Mean squared error of a critic V(s) = mlp(obs_dim, 1) to the targets [B], plus l2_coef * (sum of
+    squared parameters) (SPEC §2)."""
+    return (critic(obs).squeeze(-1) - target).pow(2).mean() + l2_coef * sum(p.pow(2).sum() for p in critic.parameters())
 
 
-def critic_loss(critic: Critic, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
-    """Mean squared error to the targets plus l2_coef * (sum of squared parameters) (SPEC §2)."""
-    l2 = sum(param.pow(2).sum() for param in critic.parameters())
-    return (critic(obs) - target).pow(2).mean() + l2_coef * l2
-
-
-# ---------------------------------------------------------------------------------------------
-# Advantages and the Lagrange multiplier (SPEC §1-2)
-# ---------------------------------------------------------------------------------------------
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    terminated: torch.Tensor,
-    dones: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
-    """Generalised advantage estimates, all arguments and the result of shape [T, N].
-
-    next_values[t] is V of the state reached by step t: the next observation, or the normalised
-    final observation if the episode was truncated at t; it is ignored where terminated[t] (the
-    bootstrap is 0 there). dones[t] = terminated[t] or truncated[t] cuts the recursion. At the
-    epoch's last step an unfinished episode is bootstrapped with next_values[-1].
-    """
-    deltas = rewards + gamma * next_values * (~terminated) - values
-    not_done = (~dones).to(rewards.dtype)
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
+# ---- Advantages and the Lagrange multiplier (SPEC §1-2) ----
+def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
+    """Generalised advantage estimates; all arguments and the result are [T, N] float tensors.
+    next_values[t] is V of the state step t reached (see rollout); terminated[t] = 1 makes that
+    bootstrap 0, dones[t] = 1 (terminated or truncated) cuts the recursion (SPEC §2)."""
+    deltas = rewards + gamma * next_values * (1.0 - terminated) - values
+    advantages, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
-        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
-        advantages[t] = running
+        running = advantages[t] = deltas[t] + gamma * gae_lambda * (1.0 - dones[t]) * running
     return advantages
+
+
+def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam: float, args: Args) -> dict:
+    """The flat batch (B = T N rows) of an epoch's rollout `data`: GAE of reward and cost, targets =
+    advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lam A_c) / (1 + lam)
+    (SPEC §2). Keys obs, act, logp, adv, target_reward, target_cost."""
+    batch = {"obs": data["obs"].flatten(0, 1), "act": data["act"].flatten(0, 1), "logp": data["logp"].flatten()}
+    advantages = {}
+    with torch.no_grad():
+        for name, critic in (("reward", reward_critic), ("cost", cost_critic)):
+            values, next_values = critic(data["obs"]).squeeze(-1), critic(data["next_obs"]).squeeze(-1)
+            adv = compute_gae(data[name], values, next_values, data["terminated"], data["done"], args.gamma, args.gae_lambda)
+            advantages[name], batch[f"target_{name}"] = adv.flatten(), (adv + values).flatten()
+    adv_r = (advantages["reward"] - advantages["reward"].mean()) / (advantages["reward"].std() + 1e-8)
+    batch["adv"] = (adv_r - lam * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + lam)
+    return batch
 
 
 class Lagrange:
     """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (SPEC §2)."""
 
     def __init__(self, cost_limit: float, init: float, lr: float):
-        self.cost_limit = cost_limit
-        self.multiplier = nn.Parameter(torch.tensor(float(init)))
+        self.cost_limit, self.value = cost_limit, float(init)
+        self.multiplier = torch.tensor(float(init), requires_grad=True)
         self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
-
-    @property
-    def value(self) -> float:
-        return self.multiplier.item()
 
     def update(self, mean_episode_cost: float) -> None:
         """One Adam step: lambda rises if J_c > d, falls (never below 0) if J_c < d."""
         self.optimizer.zero_grad()
-        loss = -self.multiplier * (mean_episode_cost - self.cost_limit)
-        loss.backward()
+        (-self.multiplier * (mean_episode_cost - self.cost_limit)).backward()
         self.optimizer.step()
         with torch.no_grad():
-            self.multiplier.clamp_(min=0.0)
+            self.value = self.multiplier.clamp_(min=0.0).item()
 
     def state_dict(self) -> dict:
-        return {"multiplier": self.multiplier.detach().clone(), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+        return {"multiplier": self.multiplier.detach().clone(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
-            self.multiplier.copy_(state["multiplier"])
+            self.value = self.multiplier.copy_(state["multiplier"]).item()
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Natural-gradient tools: flat parameters, Fisher-vector product, conjugate gradient (SPEC §4)
-# ---------------------------------------------------------------------------------------------
-def flat_grad(output: torch.Tensor, inputs, **kwargs) -> torch.Tensor:
-    """Gradient of the scalar `output` w.r.t. `inputs` (tensors), flattened into one vector."""
-    return torch.cat([grad.reshape(-1) for grad in torch.autograd.grad(output, inputs, **kwargs)])
+# ---- Natural-gradient tools (SPEC §4) ----
+def flat_grad(output: torch.Tensor, params: tuple, **kwargs) -> torch.Tensor:
+    """Gradient of the scalar `output` w.r.t. the tensors `params`, flattened into one vector."""
+    return torch.cat([grad.reshape(-1) for grad in torch.autograd.grad(output, params, **kwargs)])
 
 
-def flat_params(module: nn.Module) -> torch.Tensor:
-    """The parameters of `module` as one detached vector [n_params]."""
-    return torch.cat([param.detach().reshape(-1) for param in module.parameters()])
-
-
-def params_from_flat(module: nn.Module, flat: torch.Tensor) -> dict:
-    """Split `flat` [n_params] into {name: view shaped like that parameter}, for
-    torch.func.functional_call: the module evaluated at other parameters, its own left untouched."""
-    params, start = {}, 0
-    for name, param in module.named_parameters():
-        params[name] = flat[start : start + param.numel()].view_as(param)
-        start += param.numel()
-    return params
+def set_flat_params(module: nn.Module, flat: torch.Tensor) -> None:
+    """Copy the vector `flat` [n_params] into the parameters of `module`, in place."""
+    with torch.no_grad():
+        for param, value in zip(module.parameters(), flat.split([p.numel() for p in module.parameters()])):
+            param.copy_(value.view_as(param))
 
 
 def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
@@ -506,175 +280,103 @@ def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
     return kl_divergence(p, q).mean()
 
 
-def fisher_vector_product_fn(actor: Actor, obs: torch.Tensor, damping: float) -> Callable:
-    """Return v -> (F + damping I) v, v and result [n_params] in the order of actor.parameters(),
-    where F is the Hessian of mean_kl(pi_theta (held fixed), pi_theta') at theta' = theta, the
-    actor's current parameters, over the observations `obs` [B, obs_dim] (SPEC §4).
+def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float = 0.1) -> Callable:
+    """g -> (F + damping I)^-1 g, exactly, for F the Fisher matrix of mean_kl at the actor's parameters
+    on a minibatch `obs` [B, obs_dim] (SPEC §4, §7): the x that §5's 10 CG iterations approximate.
+    F = U^T U on the mean's parameters, U [B A, n_mean] the per-sample Jacobians of the mean with row
+    (b, a) scaled by 1 / (sigma_a sqrt(B A)), and 2 / A on each log std. By the Woodbury identity the
+    mean's part is (g - U^T (damping I + U U^T)^-1 U g) / damping: one [B A, B A] Cholesky solve.
+    Solving exactly instead of by CG is our reading [I]."""
+    batch, act_dim = obs.shape[0], actor.log_std.numel()
+    mean_of = torch.func.vmap(torch.func.jacrev(lambda p, o: torch.func.functional_call(actor.mean, p, (o,))), (None, 0))
+    jacobians = mean_of({name: p.detach() for name, p in actor.mean.named_parameters()}, obs).values()
+    u = torch.cat([j.reshape(batch, act_dim, -1) for j in jacobians], dim=2)  # [B, A, n_mean]
+    u = (u / (actor.log_std.detach().exp()[:, None] * math.sqrt(batch * act_dim))).reshape(batch * act_dim, -1)
+    cholesky = torch.linalg.cholesky(damping * torch.eye(len(u), dtype=u.dtype) + u @ u.T)
 
-    At theta' = theta that Hessian is the Fisher matrix of the diagonal Gaussian policy:
-        F = 1/(B A) [ sum_b J_b^T diag(1/sigma^2) J_b  (+)  2 B I_A ],
-    J_b [A, n_mean] the Jacobian of the mean at obs[b] w.r.t. the MLP's parameters and I_A on
-    the log-std entries (the mean-log-std block is 0 there). So F v needs no second-order
-    autograd: J v is one forward-mode pass and J^T u one reverse-mode pass through the MLP's
-    activations at `obs`, recorded once here; each product is a few [B, width] matmuls.
-    Raises TypeError if actor.mean is not the alternation Linear, Tanh, ..., Linear of mlp()."""
-    layers = list(actor.mean)
-    if [type(m) for m in layers] != [nn.Linear, nn.Tanh] * (len(layers) // 2) + [nn.Linear]:
-        raise TypeError("fisher_vector_product_fn needs actor.mean = Linear, Tanh, ..., Linear")
-    weights = [layer.weight.detach() for layer in layers[::2]]
-    with torch.no_grad():
-        inputs, tanh_grads = [obs], []  # the input of each Linear; tanh' after each hidden one
-        for weight, layer in zip(weights[:-1], layers[::2]):
-            hidden = torch.tanh(inputs[-1] @ weight.T + layer.bias)
-            inputs.append(hidden)
-            tanh_grads.append(1.0 - hidden * hidden)
-        precision = torch.exp(-2.0 * actor.log_std.detach())  # 1/sigma^2 [A]
-    batch, act_dim = obs.shape[0], precision.numel()
-    names = [name for name, _ in actor.named_parameters()]
-    shapes = [param.shape for param in actor.parameters()]
-    sizes = [param.numel() for param in actor.parameters()]
-    block = {name: i for i, name in enumerate(names)}  # parameter name -> its index in the flat order
-    linear_blocks = [(block[f"mean.{2 * i}.weight"], block[f"mean.{2 * i}.bias"]) for i in range(len(weights))]
+    def solve(g: torch.Tensor) -> torch.Tensor:  # g in the order of actor.parameters(): log_std, then the mean's
+        g_log_std, g_mean = g[:act_dim], g[act_dim:]
+        x_mean = (g_mean - u.T @ torch.cholesky_solve((u @ g_mean)[:, None], cholesky)[:, 0]) / damping
+        return torch.cat([g_log_std / (2.0 / act_dim + damping), x_mean])
 
-    @torch.no_grad()
-    def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
-        v = [piece.view(shape) for piece, shape in zip(vector.split(sizes), shapes)]
-        tangent = None  # J v, built layer by layer (forward mode)
-        for i, (weight, (w, b)) in enumerate(zip(weights, linear_blocks)):
-            linear = torch.addmm(v[b], inputs[i], v[w].T)
-            tangent = linear if tangent is None else linear.addmm_(tangent, weight.T)
-            if i < len(tanh_grads):
-                tangent.mul_(tanh_grads[i])
-        cotangent = tangent.mul_(precision / (batch * act_dim))  # diag(1/sigma^2) J v / (B A), [B, A]
-        product = [None] * len(names)
-        product[block["log_std"]] = 2.0 / act_dim * v[block["log_std"]]
-        for i in reversed(range(len(weights))):  # J^T cotangent (reverse mode)
-            w, b = linear_blocks[i]
-            product[w], product[b] = cotangent.T @ inputs[i], cotangent.sum(0)
-            if i:
-                cotangent = (cotangent @ weights[i]).mul_(tanh_grads[i - 1])
-        return torch.cat([piece.reshape(-1) for piece in product]).add_(vector, alpha=damping)
-
-    return fisher_vector_product
+    return solve
 
 
-def conjugate_gradient(
-    matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10
-) -> torch.Tensor:
-    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as
-    v -> A v, after at most `iters` iterations (fewer once |r|^2 < residual_tol)."""
-    x = torch.zeros_like(b)
-    residual, direction = b.clone(), b.clone()
-    residual_sq = residual @ residual
-    for _ in range(iters):
-        a_direction = matrix_vector_product(direction)
-        alpha = residual_sq / (direction @ a_direction)
-        x += alpha * direction
-        residual -= alpha * a_direction
-        new_residual_sq = residual @ residual
-        if new_residual_sq < residual_tol:
-            break
-        direction = residual + (new_residual_sq / residual_sq) * direction
-        residual_sq = new_residual_sq
-    return x
+# ---- SHAPO: the policy gradient at a pessimistically perturbed actor (SPEC §5, §8; paper Alg. 3-4) ----
+def shapo_gradient(actor: Actor, obs: torch.Tensor, dist0: Normal, surrogate: Callable, solve: Callable,
+                   delta_down: float, backtrack_steps: int = 10, backtrack_coef: float = 0.8, fallback_coef: float = 0.1):
+    """Gradient g~ [n_params] of the surrogate at theta0 + epsilon, a step against it in a KL ball (SPEC §5).
 
-
-# ---------------------------------------------------------------------------------------------
-# SHAPO: the policy gradient at a pessimistically perturbed actor (SPEC §5; paper Alg. 3-4)
-# ---------------------------------------------------------------------------------------------
-def shapo_gradient(
-    actor: Actor,
-    obs: torch.Tensor,
-    dist0: Normal,
-    surrogate: Callable,
-    fisher_vector_product: Callable,
-    delta_down: float,
-    cg_iters: int = 10,
-    backtrack_steps: int = 10,
-    backtrack_coef: float = 0.8,
-    fallback_coef: float = 0.1,
-) -> tuple:
-    """Gradient of the surrogate at theta0 + epsilon, a step against it inside a KL ball (SPEC §5).
-
-    Args:
-        actor: the policy at theta0 (its parameters are read, never written).
-        obs: observations [B, obs_dim] of the surrogate and of the KL check.
-        dist0: actor(obs) with its autograd graph: the base algorithm's own forward pass, reused.
-        surrogate: dist -> scalar objective L that the base algorithm maximises (its data,
-            advantages and old log-probs bound in).
-        fisher_vector_product: v -> (F(theta0) + damping I) v on `obs`, v [n_params].
-        delta_down: KL radius delta_Down >= 0 of the perturbation; 0 gives the plain gradient.
-
-    Steps: g = grad L(theta0); x = CG(F, g); epsilon = -sqrt(2 delta_down / x^T F x) x (downhill on
-    L); shrink epsilon by backtrack_coef until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down,
-    else use fallback_coef * epsilon; return grad L(theta0 + epsilon).
-
-    Returns (g_tilde [n_params], the perturbation epsilon actually used [n_params], diagnostics
-    keyed by TensorBoard tag: the KL reached, |epsilon|, the backtracking count, cos(g, g_tilde)).
-    """
-    theta0 = flat_params(actor)
-    gradient = flat_grad(surrogate(dist0), tuple(actor.parameters()))
-    x = conjugate_gradient(fisher_vector_product, gradient, cg_iters)
-    epsilon = -torch.sqrt(2.0 * delta_down / (x @ fisher_vector_product(x) + 1e-8)) * x
-
+    actor: the policy at theta0, perturbed in place and restored exactly (no trace in any optimiser);
+    obs [B, obs_dim]: the states of the surrogate and of the KL; dist0: actor(obs) with its graph;
+    surrogate: dist -> the scalar L the base algorithm maximises, its data bound in; solve: g -> x =
+    (F(theta0) + 0.1 I)^-1 g; delta_down: the KL radius (0 gives the plain gradient exactly).
+    Steps: g = grad L(theta0), x = solve(g), epsilon = -sqrt(2 delta_down / x^T (F + 0.1 I) x) x, which
+    goes downhill on L; x^T (F + 0.1 I) x = x^T g, exactly for an exact solve and for any CG iterate.
+    Shrink epsilon by backtrack_coef until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down, else
+    take fallback_coef epsilon. Returns (g~, the epsilon used, diagnostics by TensorBoard tag)."""
+    params, theta0 = tuple(actor.parameters()), nn.utils.parameters_to_vector(actor.parameters()).detach()
+    gradient = flat_grad(surrogate(dist0), params)
+    x = solve(gradient)
+    epsilon = -torch.sqrt(2.0 * delta_down / (x @ gradient + 1e-8)) * x
     fixed = Normal(dist0.loc.detach(), dist0.scale.detach())
-
-    def kl_at(step: torch.Tensor) -> torch.Tensor:
-        return mean_kl(fixed, torch.func.functional_call(actor, params_from_flat(actor, theta0 + step), (obs,)))
-
     with torch.no_grad():
-        for backtracks in range(backtrack_steps):
-            step = backtrack_coef**backtracks * epsilon
-            kl = kl_at(step)
+        for backtracks in range(backtrack_steps + 1):
+            step = (backtrack_coef**backtracks if backtracks < backtrack_steps else fallback_coef) * epsilon
+            set_flat_params(actor, theta0 + step)
+            kl = mean_kl(fixed, actor(obs)).item()
             if kl <= delta_down:
                 break
-        else:
-            backtracks, step = backtrack_steps, fallback_coef * epsilon
-            kl = kl_at(step)
-
-    # The actor is evaluated at theta0 + step through functional_call, so theta0 stays in place
-    # exactly and the optimiser never sees the perturbation.
-    theta = (theta0 + step).requires_grad_()
-    perturbed_dist = torch.func.functional_call(actor, params_from_flat(actor, theta), (obs,))
-    perturbed_gradient = flat_grad(surrogate(perturbed_dist), (theta,))
-    stats = {
-        "shapo/kl": kl.item(),
-        "shapo/perturbation_norm": step.norm().item(),
-        "shapo/backtracks": backtracks,
-        "shapo/cos_sim": torch.nn.functional.cosine_similarity(gradient, perturbed_gradient, dim=0).item(),
-    }
+    perturbed_gradient = flat_grad(surrogate(actor(obs)), params)
+    set_flat_params(actor, theta0)
+    cos = nn.functional.cosine_similarity(gradient, perturbed_gradient, dim=0).item()
+    stats = {"shapo/kl": kl, "shapo/perturbation_norm": step.norm().item(), "shapo/backtracks": backtracks, "shapo/cos_sim": cos}
     return perturbed_gradient, step, stats
 
 
-def set_flat_grad(module: nn.Module, flat: torch.Tensor) -> None:
-    """Write the vector `flat` [n_params] into the .grad of the parameters of `module`."""
-    for param, grad in zip(module.parameters(), params_from_flat(module, flat).values()):
-        param.grad = grad.clone()
+def pessimism_radius(args: Args, epoch: int, transitions: int) -> float:
+    """delta_Down in force in `epoch` (0-based) after `transitions` collected (SPEC §5, §8)."""
+    if args.pessimism_schedule == "sqrt-epoch":  # the release's decay
+        return args.delta_down / math.sqrt(epoch + 1)
+    if args.pessimism_schedule == "prop5":  # paper Prop. 5 and App. F: z_alpha^2 / (2 n_t)
+        return NormalDist().inv_cdf(1.0 - args.pessimism_alpha) ** 2 / (2.0 * transitions)
+    return args.delta_down
 
 
-# ---------------------------------------------------------------------------------------------
-# PPO-Lag update (SPEC §3)
-# ---------------------------------------------------------------------------------------------
-def ppo_surrogate(
-    dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_coef: float
-) -> torch.Tensor:
+def sam_critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float, rho: float) -> torch.Tensor:
+    """critic_loss at w, its gradient left in the critic's .grad; for rho > 0 that of sharpness-aware
+    minimisation (SPEC §8): the MSE's gradient at w + rho grad / |grad| (grad: the MSE's gradient at
+    w), w restored exactly, plus the L2 term's gradient at w. rho = 0 is the plain update."""
+    if rho == 0:
+        loss = critic_loss(critic, obs, target, l2_coef)
+        loss.backward()
+        return loss
+    params, w = tuple(critic.parameters()), nn.utils.parameters_to_vector(critic.parameters()).detach()
+    mse = (critic(obs).squeeze(-1) - target).pow(2).mean()
+    mse_grad = flat_grad(mse, params)
+    set_flat_params(critic, w + rho * mse_grad / (mse_grad.norm() + 1e-12))
+    sam_grad = flat_grad((critic(obs).squeeze(-1) - target).pow(2).mean(), params) + 2.0 * l2_coef * w
+    set_flat_params(critic, w)
+    for param, grad in zip(params, sam_grad.split([p.numel() for p in params])):
+        param.grad = grad.view_as(param).clone()
+    return mse.detach() + l2_coef * w.pow(2).sum()
+
+
+# ---- PPO-Lag update (SPEC §3) ----
+def ppo_surrogate(dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_coef: float):
     """Clipped surrogate L^clip = mean[min(r A, clip(r, 1 - eps, 1 + eps) A)] (scalar, maximised)."""
     ratio = torch.exp(dist.log_prob(act).sum(-1) - logp_old)
     return torch.min(ratio * adv, ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * adv).mean()
 
 
-def ppo_update(
-    actor: Actor,
-    reward_critic: Critic,
-    cost_critic: Critic,
-    optimizers: list,
-    batch: dict,
-    args: Args,
-) -> dict:
-    """Up to `update_epochs` passes of minibatch Adam steps on actor and critics, joint gradient
-    clip; stops after a pass whose mean KL(pi_old || pi), summed over action dimensions, exceeds
-    `target_kl`. `batch` holds flat tensors obs, act, logp, adv, target_r, target_c. Returns the
-    epoch's mean losses and diagnostics, keyed by TensorBoard tag."""
+def ppo_update(parts: dict, batch: dict, args: Args, delta_down: float) -> dict:
+    """Up to `update_epochs` passes of minibatch Adam steps on the actor and critics of `parts`, one
+    joint gradient clip; stops after a pass whose mean KL(pi_old || pi), summed over action
+    dimensions, exceeds `target_kl`. `batch` as from make_batch. Returns mean losses and diagnostics.
+    SHAPO: each minibatch's actor gradient is shapo_gradient's on it, radius delta_down (our reading of
+    Alg. 4 [I], SPEC §7); the critics' gradients are those of sam_critic_loss."""
+    actor, reward_critic, cost_critic = parts["actor"], parts["reward_critic"], parts["cost_critic"]
+    optimizers = [parts[f"{name}_optimizer"] for name in ("actor", "reward_critic", "cost_critic")]
     params = [*actor.parameters(), *reward_critic.parameters(), *cost_critic.parameters()]
     with torch.no_grad():
         old_dist = actor(batch["obs"])
@@ -684,417 +386,272 @@ def ppo_update(
             obs = batch["obs"][mb]
             for optimizer in optimizers:
                 optimizer.zero_grad()
-            reward_loss = critic_loss(reward_critic, obs, batch["target_r"][mb], args.critic_l2_coef)
-            cost_loss = critic_loss(cost_critic, obs, batch["target_c"][mb], args.critic_l2_coef)
-            (reward_loss + cost_loss).backward()
-            def minibatch_surrogate(dist: Normal, mb: torch.Tensor = mb) -> torch.Tensor:
-                return ppo_surrogate(dist, batch["act"][mb], batch["logp"][mb], batch["adv"][mb], args.clip_coef)
-
-            # Our reading of Alg. 4 [I]: SHAPO per minibatch, Fisher (damping 0.1) on its observations.
+            reward_loss = sam_critic_loss(reward_critic, obs, batch["target_reward"][mb], args.critic_l2_coef, args.critic_sam_rho)
+            cost_loss = sam_critic_loss(cost_critic, obs, batch["target_cost"][mb], args.critic_l2_coef, args.critic_sam_rho)
+            minibatch = {"act": batch["act"][mb], "logp_old": batch["logp"][mb], "adv": batch["adv"][mb]}
+            minibatch_surrogate = partial(ppo_surrogate, **minibatch, clip_coef=args.clip_coef)
             dist = actor(obs)
             surrogate = minibatch_surrogate(dist)
-            fvp = fisher_vector_product_fn(actor, obs, damping=0.1)
-            gradient, _, shapo_stats = shapo_gradient(actor, obs, dist, minibatch_surrogate, fvp, args.delta_down)
-            set_flat_grad(actor, -gradient)
+            solve = damped_fisher_solve_fn(actor, obs)
+            gradient, _, shapo_stats = shapo_gradient(actor, obs, dist, minibatch_surrogate, solve, delta_down)
+            for param, grad in zip(actor.parameters(), gradient.split([p.numel() for p in actor.parameters()])):
+                param.grad = -grad.view_as(param)
             if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
                 raise FloatingPointError("gradient of the actor and critics")
             for optimizer in optimizers:
                 optimizer.step()
-            history["losses/policy_loss"].append(-surrogate.item())
-            history["losses/reward_critic_loss"].append(reward_loss.item())
-            history["losses/cost_critic_loss"].append(cost_loss.item())
-            for key, value in shapo_stats.items():
+            losses = {"policy_loss": -surrogate.item(), "reward_critic_loss": reward_loss.item(), "cost_critic_loss": cost_loss.item()}
+            for key, value in {**{f"losses/{key}": value for key, value in losses.items()}, **shapo_stats}.items():
                 history[key].append(value)
         with torch.no_grad():
             kl = kl_divergence(old_dist, actor(batch["obs"])).sum(-1).mean().item()
         if kl > args.target_kl:
             break
     stats = {key: float(np.mean(values)) for key, values in history.items()}
-    stats.update({"losses/approx_kl": kl, "losses/update_epochs": update_epoch + 1})
-    return stats
+    return {**stats, "losses/approx_kl": kl, "losses/update_epochs": update_epoch + 1}
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
+# ---- Flags and checkpoints ----
 def check_args(args: Args) -> None:
-    """Raise ValueError with a one-line message for the first meaningless flag."""
-    check_env_id(args.env_id)
-    positive = ("num_envs", "steps_per_epoch", "total_timesteps", "critic_lr", "lambda_lr", "max_grad_norm")
-    positive += ("save_every", "eval_every")
-    positive += ("learning_rate", "update_epochs", "minibatch_size", "clip_coef", "target_kl")
-    non_negative = ("cost_limit", "lagrangian_multiplier_init", "critic_l2_coef", "eval_episodes")
-    for name in positive:
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in non_negative:
-        if not getattr(args, name) >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
+    if args.env_id not in FALL_COST_ENVS and (args.env_id not in safe_registry or "Vision" in args.env_id):
+        raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
+                         f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
+    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every eval_every critic_lr lambda_lr"
+    positive += " max_grad_norm learning_rate update_epochs minibatch_size clip_coef target_kl"
+    for name, value in ((name, getattr(args, name)) for name in positive.split()):
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name, value in ((name, getattr(args, name)) for name in "cost_limit lagrangian_multiplier_init critic_l2_coef eval_episodes".split()):
+        if not value >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
-    if args.steps_per_epoch % args.num_envs:
-        raise ValueError(
-            f"--steps-per-epoch ({args.steps_per_epoch}) must be divisible by --num-envs ({args.num_envs})"
-        )
-    if args.total_timesteps < args.steps_per_epoch:
-        raise ValueError(
-            f"--total-timesteps ({args.total_timesteps}) must be at least --steps-per-epoch ({args.steps_per_epoch})"
-        )
-    if args.max_episode_steps is not None and args.max_episode_steps <= 0:
-        raise ValueError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
-    if args.delta_down < 0:
-        raise ValueError(f"--delta-down must be >= 0, got {args.delta_down}")
-    if args.eval_only and (args.resume is None or args.eval_episodes == 0):
+    if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
+        raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
+                         f"and at most --total-timesteps ({args.total_timesteps})")
+    if args.eval_only and not (args.resume and args.eval_episodes):
         raise ValueError("--eval-only needs a checkpoint (--resume) and --eval-episodes > 0")
-    if args.capture_video and args.eval_episodes == 0:
+    if args.capture_video and not args.eval_episodes:
         raise ValueError("--capture-video records evaluation episodes: give --eval-episodes > 0")
+    if args.delta_down < 0 or not 0 < args.pessimism_alpha < 0.5 or args.critic_sam_rho < 0:
+        raise ValueError("need --delta-down >= 0, 0 < --pessimism-alpha < 0.5 and --critic-sam-rho >= 0")
 
 
-# Flags a resumed run may change; every other flag must match the checkpoint's.
-RESUMABLE_FLAGS = (
-    "total_timesteps", "vector_env", "fast_reset", "save_model", "save_every", "resume",
-    "eval_episodes", "eval_every", "eval_only", "capture_video",
-)
+# flags a resumed run may change; all others must match the checkpoint's
+RESUMABLE_FLAGS = "total_timesteps save_model save_every resume eval_episodes eval_every eval_only capture_video".split()
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
-    """Load a checkpoint written by this script for this run; ValueError (one line) if the file is
-    missing or unreadable, or belongs to another script, task or settings (for --eval-only, only
-    the task must match)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--resume: no such checkpoint file: {path}")
+    """The checkpoint at `path`; ValueError (one line) if it cannot be read or comes from another
+    script, task or settings (for --eval-only only the task must match)."""
     try:
-        checkpoint = torch.load(path, weights_only=False)  # our own file: modules, optimisers, RNG states
+        checkpoint = torch.load(path, weights_only=False)  # our own file: tensors, NumPy arrays, flags
     except Exception as error:
         raise ValueError(f"--resume: cannot read {path} as a checkpoint ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("script") != SCRIPT:
-        found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
+    found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
+    if found != SCRIPT:
         raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
-    must_match = ("env_id",) if args.eval_only else [name for name in vars(args) if name not in RESUMABLE_FLAGS]
-    for name in must_match:
+    for name in ("env_id",) if args.eval_only else [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
         if checkpoint["args"].get(name) != getattr(args, name):
-            flag = f"--{name.replace('_', '-')}"
-            raise ValueError(f"--resume: {path} was written with {flag} {checkpoint['args'].get(name)}, not {getattr(args, name)}")
+            flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)
+            raise ValueError(f"--resume: {path} was written with {flag} {value}, not {getattr(args, name)}")
     return checkpoint
 
 
-def save_checkpoint(checkpoint: dict, path: str) -> None:
-    """Write atomically: a file cut off half-way never replaces the last good one."""
+def snapshot(args: Args, counters: dict, parts: dict) -> dict:
+    """A checkpoint: what a run needs to go on from the epoch boundary it is at."""
+    states = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+    return {"script": SCRIPT, "args": dict(vars(args)), **counters, **states}
+
+
+def save_checkpoint(checkpoint: Optional[dict], path: str) -> str:
+    """Write `checkpoint` atomically, so a file cut off half-way never replaces the last good one;
+    None (no --save-model) writes nothing. Returns the words that tell the user."""
+    if checkpoint is None:
+        return ""
     torch.save(checkpoint, path + ".tmp")
     os.replace(path + ".tmp", path)
+    return f"; last good checkpoint (step {checkpoint['global_step']}) in {path}"
 
 
-class StopRequest:
-    """While active, SIGINT (Ctrl-C) and SIGTERM only set `signal`; the loop stops after the
-    current environment step."""
-
-    def __init__(self):
-        self.signal = None
-        self.previous = {}
-
-    def __enter__(self) -> "StopRequest":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, self.request)
-        return self
-
-    def request(self, signum: int, frame) -> None:
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-def check_finite(stats: dict, modules: dict, lagrange: Lagrange) -> None:
+def check_finite(stats: dict, parts: dict) -> None:
     """Raise FloatingPointError naming the first non-finite loss, parameter or Lagrange multiplier."""
-    for key, value in stats.items():
-        if key.startswith("losses/") and not math.isfinite(value):
-            raise FloatingPointError(key)
-    for name, module in modules.items():
-        for param_name, param in module.named_parameters():
-            if not torch.isfinite(param).all():
-                raise FloatingPointError(f"parameter {name}.{param_name}")
-    if not math.isfinite(lagrange.value):
-        raise FloatingPointError("Lagrange multiplier")
+    bad = [key for key, value in stats.items() if not math.isfinite(value)]
+    for name in ("actor", "reward_critic", "cost_critic"):
+        bad += [f"parameter {name}.{p_name}" for p_name, p in parts[name].named_parameters() if not p.isfinite().all()]
+    if bad or not math.isfinite(parts["lagrange"].value):
+        raise FloatingPointError(bad[0] if bad else "Lagrange multiplier")
 
 
-def evaluate(actor: Actor, obs_rms: RunningMeanStd, args: Args, video_dir: Optional[str] = None) -> tuple:
-    """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean action) in a
-    separate env seeded seed + 10000 + episode, observations normalised with the frozen statistics
-    `obs_rms`; recorded into `video_dir` if given. Returns (episodic returns [N], episodic costs [N])."""
-    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None, fast_reset=args.fast_reset)()
+# ---- Rollout and evaluation ----
+def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: list) -> tuple:
+    """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim] with actions
+    sampled from parts["actor"]. Episodes run on across epochs: `episode_sums` [3, N] holds the return,
+    cost and length of each one under way (updated in place; the step that ends it counts, SPEC §2).
+
+    Returns (data, the next normalised observations, the ended episodes as (t, return, cost, length)).
+    data: float32 tensors obs, act, logp, next_obs, reward, cost, terminated, done, each [T, N, ...];
+    next_obs[t] is the state step t reached, the final observation where the episode was truncated,
+    normalised like that step's observations (SPEC §2). Ends early once `stop` is not empty.
+    """
+    actor, normalizer = parts["actor"], parts["normalizer"]
+    keys = ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated", "done")
+    data, episodes = {key: [] for key in keys}, []
+    for t in range(num_steps):
+        with torch.no_grad():
+            dist = actor(torch.as_tensor(obs, dtype=torch.float32))
+            action = dist.sample()
+        next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
+        normalizer.update(next_obs)
+        reached = next_obs.copy()
+        for i in np.flatnonzero(truncated):
+            reached[i] = info["final_observation"][i]
+        done = terminated | truncated
+        step = (obs, action, dist.log_prob(action).sum(-1), normalizer(reached), reward, cost, terminated, done)
+        for key, value in zip(keys, step):
+            data[key].append(np.asarray(value, dtype=np.float32))
+        episode_sums += [reward, cost, np.ones_like(reward)]
+        for i in np.flatnonzero(done):
+            episodes.append((t, *episode_sums[:, i].tolist()))
+            episode_sums[:, i] = 0.0
+        obs = normalizer(next_obs)
+        if stop:
+            break
+    return {key: torch.from_numpy(np.stack(values)) for key, values in data.items()}, obs, episodes
+
+
+def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, global_step: int) -> np.ndarray:
+    """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean) in a separate
+    env seeded seed + 10000 + episode, observations normalised with frozen statistics; with
+    --capture-video recorded, real skybox and all, into <run_dir>/videos/step<global_step>/. Logs
+    eval/{mean,std}_{return,cost} and prints one line. Returns [E, 2]: each episode's return and cost."""
+    video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
+    set_skybox(plain=video_dir is None)
+    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)()
     if video_dir:
-        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
-        env = with_gymnasium_wrappers(env, record)
-    returns, costs = np.zeros(args.eval_episodes), np.zeros(args.eval_episodes)
+        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True)
+        env = with_gymnasium_wrappers(env, partial(record, disable_logger=True))
+    totals = np.zeros((args.eval_episodes, 2))
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done = False
         while not done:
             with torch.no_grad():
-                action = actor(torch.as_tensor(normalize(obs, obs_rms), dtype=torch.float32)).mean
+                action = parts["actor"](torch.as_tensor(parts["normalizer"](obs), dtype=torch.float32)).mean
             obs, reward, cost, terminated, truncated, _ = env.step(action.numpy())
-            returns[episode] += reward
-            costs[episode] += cost
+            totals[episode] += (reward, cost)
             done = terminated or truncated
     env.close()
-    return returns, costs
+    set_skybox(plain=True)
+    (mean_return, mean_cost), (std_return, std_cost) = totals.mean(0), totals.std(0)
+    for tag, value in ("mean_return", mean_return), ("std_return", std_return), ("mean_cost", mean_cost), ("std_cost", std_cost):
+        writer.add_scalar(f"eval/{tag}", value, global_step)
+    print(f"eval at step {global_step}: {args.eval_episodes} episodes | return {mean_return:.2f} ± {std_return:.2f} "
+          f"cost {mean_cost:.2f} ± {std_cost:.2f}", flush=True)
+    return totals
 
 
-def log_evaluation(writer: SummaryWriter, returns: np.ndarray, costs: np.ndarray, global_step: int) -> None:
-    for name, values in (("return", returns), ("cost", costs)):
-        writer.add_scalar(f"eval/mean_{name}", values.mean(), global_step)
-        writer.add_scalar(f"eval/std_{name}", values.std(), global_step)
-    print(
-        f"eval at step {global_step}: {len(returns)} episodes | return {returns.mean():.2f} ± {returns.std():.2f} "
-        f"cost {costs.mean():.2f} ± {costs.std():.2f}",
-        flush=True,
-    )
-
-
+# ---- Training ----
 def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
-    """Train for total_timesteps // steps_per_epoch epochs, from scratch or from `checkpoint`
-    (load_checkpoint of args.resume); with args.eval_only only evaluate the checkpoint. Returns the
-    final actor, critics and Lagrange multiplier (keys actor, reward_critic, cost_critic, lagrange)."""
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.eval_only:
-        return evaluate_checkpoint(args, checkpoint)
-    envs = make_vector_env(args, checkpoint["episodes"] if checkpoint else None)
-    if checkpoint:  # continue in the run's folder, dropping what was logged after the checkpoint
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-        writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1)
-    else:
-        run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        writer = SummaryWriter(run_dir)
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-        )
+    """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as
+    load_checkpoint returns it) at its epoch with fresh episodes; with eval_only, only evaluate it.
+    Returns the run's parts (actor, critics, optimisers, lagrange, normalizer) by name."""
+    # a resumed run is seeded from (seed, epoch): a given checkpoint always goes on the same way
+    seed = int(np.random.SeedSequence([args.seed, checkpoint["epoch"]]).generate_state(1)[0] >> 1) if checkpoint else args.seed
+    torch.manual_seed(seed)
+    set_skybox(plain=True)
+    envs = SafetySyncVectorEnv([make_env(args.env_id, args.max_episode_steps)] * args.num_envs)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    actor, reward_critic, cost_critic = Actor(obs_dim, act_dim), mlp(obs_dim, 1), mlp(obs_dim, 1)  # critics V_r, V_c
+    parts = {  # everything with a state, as a checkpoint keeps it
+        "actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic,
+        "actor_optimizer": torch.optim.Adam(actor.parameters(), lr=args.learning_rate),
+        "reward_critic_optimizer": torch.optim.Adam(reward_critic.parameters(), lr=args.critic_lr),
+        "cost_critic_optimizer": torch.optim.Adam(cost_critic.parameters(), lr=args.critic_lr),
+        "lagrange": Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
+        "normalizer": ObsNormalizer(shape=(obs_dim,)),
+    }
+    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None}
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if checkpoint:
+        for name, part in parts.items():
+            part.load_state_dict(checkpoint[name])
+        counters, run_dir = {key: checkpoint[key] for key in counters}, os.path.dirname(os.path.abspath(args.resume))
+    # a resumed run first drops whatever the stopped one logged after its checkpoint
+    writer = SummaryWriter(run_dir, purge_step=counters["global_step"] + 1 if checkpoint else None)
+    stop = []  # SIGINT (Ctrl-C) and SIGTERM add their name; the rollout then ends after its current step
+    handlers = {sig: signal.signal(sig, lambda num, _: stop.append(signal.Signals(num).name)) for sig in (2, 15)}
     try:
-        with StopRequest() as stop:
-            return train(args, envs, writer, run_dir, stop, checkpoint)
+        if args.eval_only:
+            evaluate(parts, args, writer, run_dir, counters["global_step"])
+        else:
+            train(args, envs, envs.reset(seed=seed)[0], parts, counters, writer, run_dir, stop)
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         envs.close()
         writer.close()
+    return parts
 
 
-def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
-    """--eval-only: evaluate the checkpoint's actor and log under eval/ in its run folder."""
-    actor_state = checkpoint["modules"]["actor"]
-    actor = Actor(checkpoint["next_obs"].shape[1], actor_state["log_std"].numel())
-    actor.load_state_dict(actor_state)
-    obs_rms = RunningMeanStd(shape=checkpoint["next_obs"].shape[1:])
-    obs_rms.mean, obs_rms.var, obs_rms.count = checkpoint["obs_rms"]
-    run_dir = os.path.dirname(os.path.abspath(args.resume))
-    video_dir = os.path.join(run_dir, "videos", f"step{checkpoint['global_step']}") if args.capture_video else None
-    returns, costs = evaluate(actor, obs_rms, args, video_dir)
-    with SummaryWriter(run_dir) as writer:
-        log_evaluation(writer, returns, costs, checkpoint["global_step"])
-    return {"actor": actor, "returns": returns, "costs": costs}
-
-
-def train(
-    args: Args, envs: NormalizeObservation, writer: SummaryWriter, run_dir: str, stop: StopRequest, checkpoint: Optional[dict]
-) -> dict:
-    """The training loop (SPEC §2, §9): per epoch, a rollout of steps_per_epoch transitions, the
-    Lagrange multiplier update, GAE for reward and cost, the policy and critic updates, logging;
-    then the checkpoint and evaluation chores. A checkpoint always describes an epoch boundary."""
-    obs_dim = envs.single_observation_space.shape[0]
-    act_dim = envs.single_action_space.shape[0]
-    actor = Actor(obs_dim, act_dim)
-    reward_critic, cost_critic = Critic(obs_dim), Critic(obs_dim)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
-    critic_optimizers = [
-        torch.optim.Adam(critic.parameters(), lr=args.critic_lr) for critic in (reward_critic, cost_critic)
-    ]
-    lagrange = Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr)
-    modules = {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic}
-    optimizers = {
-        "actor": actor_optimizer,
-        "reward_critic": critic_optimizers[0],
-        "cost_critic": critic_optimizers[1],
-    }
-
-    num_steps, num_envs = args.steps_per_epoch // args.num_envs, args.num_envs
-    num_epochs = args.total_timesteps // args.steps_per_epoch
-    obs_buf = torch.zeros((num_steps, num_envs, obs_dim))
-    act_buf = torch.zeros((num_steps, num_envs, act_dim))
-    logp_buf = torch.zeros((num_steps, num_envs))
-    next_obs_buf = torch.zeros((num_steps, num_envs, obs_dim))
-    reward_buf = torch.zeros((num_steps, num_envs))
-    cost_buf = torch.zeros((num_steps, num_envs))
-    terminated_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
-    done_buf = torch.zeros((num_steps, num_envs), dtype=torch.bool)
-    # NumPy views of the buffers (same memory): env outputs are written without a tensor conversion
-    next_obs_np, reward_np, cost_np, terminated_np, done_np = (
-        buf.numpy() for buf in (next_obs_buf, reward_buf, cost_buf, terminated_buf, done_buf)
-    )
-
-    tracker = EpisodeTracker(num_envs)
-    if checkpoint is None:
-        next_obs, _ = envs.reset(seed=args.seed)
-        start_epoch, global_step, cumulative_cost, mean_episode_cost = 0, 0, 0.0, None
-    else:
-        for name, module in modules.items():
-            module.load_state_dict(checkpoint["modules"][name])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(checkpoint["optimizers"][name])
-        lagrange.load_state_dict(checkpoint["lagrange"])
-        envs.obs_rms.mean, envs.obs_rms.var, envs.obs_rms.count = checkpoint["obs_rms"]
-        tracker.returns, tracker.costs, tracker.lengths = checkpoint["tracker"]
-        next_obs = checkpoint["next_obs"]
-        start_epoch, global_step, cumulative_cost, mean_episode_cost = checkpoint["counters"]
-        python_state, numpy_state, torch_state = checkpoint["random_states"]
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-
-    def snapshot(next_epoch: int) -> dict:
-        """Everything the run needs to go on from the start of epoch `next_epoch` exactly."""
-        return {
-            "script": SCRIPT,
-            "args": dict(vars(args)),
-            "counters": (next_epoch, global_step, cumulative_cost, mean_episode_cost),
-            "global_step": global_step,
-            "modules": {name: copy.deepcopy(module.state_dict()) for name, module in modules.items()},
-            "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in optimizers.items()},
-            "lagrange": lagrange.state_dict(),
-            "obs_rms": (envs.obs_rms.mean.copy(), envs.obs_rms.var.copy(), envs.obs_rms.count),
-            "tracker": (tracker.returns.copy(), tracker.costs.copy(), tracker.lengths.copy()),
-            "next_obs": next_obs.copy(),
-            "random_states": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
-            "episodes": copy.deepcopy(envs.call("replay_state")),
-        }
-
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    last_good = snapshot(start_epoch) if args.save_model else None
-    start_time, start_step = time.time(), global_step
-    # The rollout's forward passes are tiny: one intra-op thread is as fast, and idle OpenMP threads
-    # would spin on the cores that subprocess envs need. The update uses all threads.
-    update_threads = torch.get_num_threads()
-    for epoch in range(start_epoch, num_epochs):
-        torch.set_num_threads(1)
-        # ---- rollout: steps_per_epoch transitions; episodes run on across epochs ----
-        episodes = []
-        rollout_start, env_seconds = time.perf_counter(), 0.0
-        for t in range(num_steps):
-            obs = torch.as_tensor(next_obs, dtype=torch.float32)
-            with torch.no_grad():
-                dist = actor(obs)
-                action = dist.sample()
-                obs_buf[t], act_buf[t], logp_buf[t] = obs, action, dist.log_prob(action).sum(-1)
-            env_start = time.perf_counter()
-            next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
-            env_seconds += time.perf_counter() - env_start
-            global_step += num_envs
-            done = terminated | truncated
-            # the state each step reached: the episode's final observation where it was truncated
-            next_obs_np[t] = next_obs
-            for i in np.flatnonzero(truncated):
-                next_obs_np[t, i] = info["final_observation"][i]
-            reward_np[t], cost_np[t], terminated_np[t], done_np[t] = reward, cost, terminated, done
-            cumulative_cost += float(cost.sum())
-            for episode_return, episode_cost, episode_length in tracker.step(reward, cost, done):
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_cost", episode_cost, global_step)
-                writer.add_scalar("charts/episodic_length", episode_length, global_step)
-                episodes.append((episode_return, episode_cost))
-            if stop.signal:
-                break
-        if stop.signal:
-            saved = ""
-            if last_good is not None:
-                save_checkpoint(last_good, checkpoint_path)
-                saved = f"; checkpoint of step {last_good['global_step']} in {checkpoint_path}"
-            print(f"{SCRIPT}: stopped by {stop.signal} at step {global_step}{saved}", flush=True)
-            break
-
-        torch.set_num_threads(update_threads)
+def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer: SummaryWriter, run_dir: str, stop: list):
+    """The epochs from counters["epoch"] on, from the envs' first raw observations `obs` [N, obs_dim]:
+    rollout, Lagrange multiplier, advantages, update, logging, checkpoint, evaluation (SPEC §2, §9)."""
+    num_epochs, checkpoint_path = args.total_timesteps // args.steps_per_epoch, os.path.join(run_dir, "checkpoint.pt")
+    lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
+    parts["normalizer"].update(obs)
+    obs = parts["normalizer"](obs)
+    for epoch in range(counters["epoch"], num_epochs):
+        last_good = snapshot(args, counters, parts) if args.save_model else None
+        rollout_start = time.perf_counter()
+        data, obs, episodes = rollout(envs, parts, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
+        if stop:
+            step = counters["global_step"] + len(data["obs"]) * args.num_envs
+            print(f"{SCRIPT}: stopped by {stop[0]} at step {step}{save_checkpoint(last_good, checkpoint_path)}", flush=True)
+            return
         update_start = time.perf_counter()
-        rollout_seconds = update_start - rollout_start
+        for t, episode_return, episode_cost, length in episodes:
+            step = counters["global_step"] + (t + 1) * args.num_envs
+            for name, value in (("return", episode_return), ("cost", episode_cost), ("length", length)):
+                writer.add_scalar(f"charts/episodic_{name}", value, step)
+        counters["epoch"], counters["global_step"] = epoch + 1, counters["global_step"] + args.steps_per_epoch
+        counters["cumulative_cost"] += data["cost"].sum().item()
 
-        # ---- Lagrange multiplier, once per epoch, before the policy update ----
+        # Lagrange multiplier, once per epoch before the policy update, on the episodes that ended
         if episodes:
-            mean_episode_cost = float(np.mean([cost for _, cost in episodes]))
-        if mean_episode_cost is not None:
-            lagrange.update(mean_episode_cost)
-        # ---- advantages for reward and cost ----
-        with torch.no_grad():
-            advantages, targets = [], []
-            for critic, rewards in ((reward_critic, reward_buf), (cost_critic, cost_buf)):
-                values, next_values = critic(obs_buf), critic(next_obs_buf)
-                adv = compute_gae(rewards, values, next_values, terminated_buf, done_buf, args.gamma, args.gae_lambda)
-                advantages.append(adv.flatten())
-                targets.append((adv + values).flatten())
-        adv_r, adv_c = advantages
-        adv_r = (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8)
-        adv_c = adv_c - adv_c.mean()
-        lam = lagrange.value
-        batch = {
-            "obs": obs_buf.reshape(-1, obs_dim),
-            "act": act_buf.reshape(-1, act_dim),
-            "logp": logp_buf.flatten(),
-            "adv": (adv_r - lam * adv_c) / (1.0 + lam),
-            "target_r": targets[0],
-            "target_c": targets[1],
-        }
-
-        # ---- policy and critic update ----
-        if args.anneal_lr:
-            actor_optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
+            counters["mean_episode_cost"] = float(np.mean([episode[2] for episode in episodes]))
+        if counters["mean_episode_cost"] is not None:
+            lagrange.update(counters["mean_episode_cost"])
+        batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
+        parts["actor_optimizer"].param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
         try:
-            stats = ppo_update(actor, reward_critic, cost_critic, [actor_optimizer, *critic_optimizers], batch, args)
-            check_finite(stats, modules, lagrange)
+            delta_down = pessimism_radius(args, epoch, counters["global_step"])
+            stats = {**ppo_update(parts, batch, args, delta_down), "shapo/delta_down": delta_down}
+            check_finite(stats, parts)
         except FloatingPointError as fault:
-            saved = ""
-            if last_good is not None:
-                save_checkpoint(last_good, checkpoint_path)
-                saved = f"; last good checkpoint (step {last_good['global_step']}) in {checkpoint_path}"
+            saved = save_checkpoint(last_good, checkpoint_path)
             raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
 
-        # ---- logging ----
-        update_seconds = time.perf_counter() - update_start
-        steps_per_second = (global_step - start_step) / (time.time() - start_time)
-        stats.update(
-            {
-                "perf/env_step_seconds": env_seconds,
-                "perf/rollout_seconds": rollout_seconds,
-                "perf/update_seconds": update_seconds,
-                "charts/lagrange_multiplier": lam,
-                "charts/cumulative_cost": cumulative_cost,
-                "charts/cost_rate": cumulative_cost / global_step,
-                "charts/learning_rate": actor_optimizer.param_groups[0]["lr"],
-                "charts/SPS": steps_per_second,
-            }
-        )
-        if mean_episode_cost is not None:
-            stats["charts/Jc"] = mean_episode_cost
+        # logging (SPEC §9), checkpoint, evaluation
+        stats["charts/lagrange_multiplier"], stats["charts/cumulative_cost"] = lagrange.value, counters["cumulative_cost"]
+        stats["charts/cost_rate"] = counters["cumulative_cost"] / counters["global_step"]
+        stats["charts/SPS"] = (counters["global_step"] - start[1]) / (time.time() - start[0])
+        stats["perf/rollout_seconds"], stats["perf/update_seconds"] = update_start - rollout_start, time.perf_counter() - update_start
+        if counters["mean_episode_cost"] is not None:
+            stats["charts/Jc"] = counters["mean_episode_cost"]
         if episodes:
-            stats["charts/epoch_mean_return"] = float(np.mean([ret for ret, _ in episodes]))
-            stats["charts/epoch_mean_cost"] = float(np.mean([cost for _, cost in episodes]))
+            stats["charts/epoch_mean_return"] = float(np.mean([episode[1] for episode in episodes]))
         for key, value in stats.items():
-            writer.add_scalar(key, value, global_step)
-        mean_return = stats.get("charts/epoch_mean_return", float("nan"))
-        mean_cost = stats.get("charts/epoch_mean_cost", float("nan"))
-        print(
-            f"epoch {epoch + 1}/{num_epochs} step {global_step} | episodes {len(episodes)} "
-            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lam:.4f} | {steps_per_second:.0f} steps/s "
-            f"| env {env_seconds:.1f} s, rollout {rollout_seconds:.1f} s, update {update_seconds:.1f} s",
-            flush=True,
-        )
-
-        # ---- checkpoint and evaluation ----
-        last_epoch = epoch + 1 == num_epochs
-        if args.save_model:
-            last_good = snapshot(epoch + 1)
-            if (epoch + 1) % args.save_every == 0 or last_epoch:
-                save_checkpoint(last_good, checkpoint_path)
-        if args.eval_episodes and ((epoch + 1) % args.eval_every == 0 or last_epoch):
-            video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
-            log_evaluation(writer, *evaluate(actor, envs.obs_rms, args, video_dir), global_step)
-    return {"actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic, "lagrange": lagrange}
+            writer.add_scalar(key, value, counters["global_step"])
+        print(f"epoch {epoch + 1}/{num_epochs} step {counters['global_step']} | episodes {len(episodes)} return "
+              f"{stats.get('charts/epoch_mean_return', math.nan):.2f} cost {stats.get('charts/Jc', math.nan):.2f}"
+              f" | lambda {lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s | rollout {stats['perf/rollout_seconds']:.1f} s,"
+              f" update {stats['perf/update_seconds']:.1f} s", flush=True)
+        if args.save_model and (counters["epoch"] % args.save_every == 0 or counters["epoch"] == num_epochs):
+            save_checkpoint(snapshot(args, counters, parts), checkpoint_path)
+        if args.eval_episodes and (counters["epoch"] % args.eval_every == 0 or counters["epoch"] == num_epochs):
+            evaluate(parts, args, writer, run_dir, counters["global_step"])
 
 
 if __name__ == "__main__":

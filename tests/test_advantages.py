@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import SCRIPTS, load
+from conftest import SCRIPTS, TRPO_SCRIPTS, load
 
 
 def naive_gae(episodes, gamma, lam):
@@ -41,7 +41,7 @@ def test_gae_matches_a_naive_loop_with_truncation_and_termination(name):
 
     got = module.compute_gae(
         torch.tensor(rewards), torch.tensor(values), torch.tensor(next_values),
-        torch.tensor(terminated), torch.tensor(terminated | truncated), gamma, lam,
+        torch.tensor(terminated, dtype=torch.float64), torch.tensor(terminated | truncated, dtype=torch.float64), gamma, lam,
     ).numpy()
 
     for env in range(num_envs):
@@ -85,7 +85,7 @@ def test_lagrange_multiplier_never_goes_below_zero(name):
     assert lagrange.value == 0.0
 
 
-@pytest.mark.parametrize("name", ("trpo_lag", "trpo_lag_shapo"))
+@pytest.mark.parametrize("name", TRPO_SCRIPTS)
 def test_pid_lagrangian_follows_its_update_rule(name):
     """Three steps computed by hand from the PID rule of SPEC §8 (kp 0.1, ki 0.01, kd 0.01,
     EMA 0.95, derivative against the cost EMA of d_delay = 2 updates ago)."""
@@ -103,7 +103,7 @@ def test_pid_lagrangian_follows_its_update_rule(name):
     assert pid.value > 0.3  # 0.2 + 0.4 - 0.2 integrated, plus P and D
 
 
-@pytest.mark.parametrize("name", ("trpo_lag", "trpo_lag_shapo"))
+@pytest.mark.parametrize("name", TRPO_SCRIPTS)
 def test_pid_lagrangian_rises_falls_and_stays_non_negative(name):
     module = load(name)
     pid = module.PIDLagrange(cost_limit=25.0, init=0.001, kp=0.1, ki=0.01, kd=0.01)

@@ -1,33 +1,33 @@
-"""The SHAPO perturbation (SPEC §5) and the SHAPO scripts' equivalence to their twins at delta_Down = 0."""
+"""The SHAPO perturbation (SPEC §5), critic SAM and the pessimism schedules (SPEC §8), and the SHAPO
+scripts' equivalence to their twins at delta_Down = 0 and rho_critic = 0."""
 
 import copy
+import math
+from functools import partial
 
 import pytest
 import torch
-from conftest import SHAPO_SCRIPTS, load, synthetic_batch
+from conftest import SHAPO_SCRIPTS, at, explicit_fisher, flat, load, synthetic_batch
 
 
 def shapo_problem(module, seed=0, batch=128):
+    """A batch, the surrogate its base algorithm maximises, and the script's own (F + 0.1 I)^-1 solve."""
     actor, data = synthetic_batch(module, batch=batch, seed=seed)
+    if hasattr(module, "trpo_surrogate"):
+        surrogate = partial(module.trpo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"])
+        solve = partial(module.conjugate_gradient, module.fisher_vector_product_fn(actor, data["obs"], 0.1), iters=10)
+    else:
+        surrogate = partial(module.ppo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"], clip_coef=0.2)
+        solve = module.damped_fisher_solve_fn(actor, data["obs"])
+    return actor, data, surrogate, solve
 
-    def surrogate(dist):  # the objective each base algorithm maximises
-        if hasattr(module, "trpo_surrogate"):
-            return module.trpo_surrogate(dist, data["act"], data["logp"], data["adv"])
-        return module.ppo_surrogate(dist, data["act"], data["logp"], data["adv"], clip_coef=0.2)
 
-    fvp = module.fisher_vector_product_fn(actor, data["obs"], damping=0.1)
-    return actor, data, surrogate, fvp
-
-
-def surrogate_and_gradient_at(module, actor, obs, surrogate, flat):
-    """Independent evaluation: a copy of the actor with its parameters set to `flat`."""
+def value_and_gradient_at(actor, theta, obs, surrogate):
+    """Independent evaluation on a copy of the actor whose parameters are set to `theta`."""
     other = copy.deepcopy(actor)
-    with torch.no_grad():
-        for param, value in zip(other.parameters(), module.params_from_flat(other, flat).values()):
-            param.copy_(value)
+    torch.nn.utils.vector_to_parameters(theta.clone(), other.parameters())
     value = surrogate(other(obs))
-    grad = torch.autograd.grad(value, tuple(other.parameters()))
-    return value.item(), torch.cat([g.reshape(-1) for g in grad]), other
+    return value.item(), torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, tuple(other.parameters()))])
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
@@ -35,53 +35,63 @@ def surrogate_and_gradient_at(module, actor, obs, surrogate, flat):
 @pytest.mark.parametrize("delta_down", (1e-5, 1e-3))
 def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_down):
     module = load(name)
-    actor, data, surrogate, fvp = shapo_problem(module, seed)
-    theta0 = module.flat_params(actor)
-    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, delta_down)
+    actor, data, surrogate, solve = shapo_problem(module, seed)
+    theta0, obs = flat(actor), data["obs"]
+    adam = torch.optim.Adam(actor.parameters())
+    g_tilde, epsilon, stats = module.shapo_gradient(actor, obs, actor(obs), surrogate, solve, delta_down)
 
-    assert torch.equal(module.flat_params(actor), theta0), "theta0 must be left exactly in place"
-    value0, gradient0, _ = surrogate_and_gradient_at(module, actor, data["obs"], surrogate, theta0)
-    value_eps, gradient_eps, perturbed_actor = surrogate_and_gradient_at(
-        module, actor, data["obs"], surrogate, theta0 + epsilon
-    )
-    assert epsilon.norm() > 0
-    assert value_eps < value0, "the perturbation must go downhill on the surrogate"
+    assert torch.equal(flat(actor), theta0), "theta0 must be restored exactly"
+    assert not adam.state, "the perturbation must leave no trace in an optimiser"
+    value0, gradient0 = value_and_gradient_at(actor, theta0, obs, surrogate)
+    value_eps, gradient_eps = value_and_gradient_at(actor, theta0 + epsilon, obs, surrogate)
+    assert epsilon.norm() > 0 and value_eps < value0, "the perturbation must go downhill on the surrogate"
     with torch.no_grad():
-        kl = module.mean_kl(actor(data["obs"]), perturbed_actor(data["obs"])).item()
-    assert kl <= delta_down
+        kl = torch.distributions.kl_divergence(actor(obs), at(actor, theta0 + epsilon, obs)).mean().item()
+    assert kl <= delta_down and stats["shapo/kl"] == pytest.approx(kl, rel=1e-6)
     assert stats["shapo/backtracks"] < 10, "the KL check should pass before the fallback here"
-    assert stats["shapo/kl"] == pytest.approx(kl, rel=1e-6)
-    torch.testing.assert_close(perturbed_gradient, gradient_eps)
-    assert not torch.allclose(perturbed_gradient, gradient0)
-    cos = torch.nn.functional.cosine_similarity(gradient0, gradient_eps, dim=0).item()
-    assert stats["shapo/cos_sim"] == pytest.approx(cos, abs=1e-9)
+    torch.testing.assert_close(g_tilde, gradient_eps)
+    assert not torch.allclose(g_tilde, gradient0)
+    assert stats["shapo/cos_sim"] == pytest.approx(torch.cosine_similarity(gradient0, gradient_eps, dim=0).item(), abs=1e-9)
     assert stats["shapo/perturbation_norm"] == pytest.approx(epsilon.norm().item())
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
-def test_perturbation_points_against_the_natural_gradient(name):
-    """epsilon = -sqrt(2 delta / x^T F x) x with x = F^-1 g: check the first-order drop and the
-    quadratic KL against the explicit formulas on a tiny problem."""
+def test_perturbation_is_the_natural_gradient_step_to_the_ball_boundary(name):
+    """With an exact solve, epsilon = -sqrt(2 delta / x^T (F + 0.1 I) x) x, x = (F + 0.1 I)^-1 g, with F
+    built explicitly: on the quadratic model of the KL it sits on the ball's boundary, and it lowers the
+    linearised surrogate the most among such steps."""
     module = load(name)
-    actor, data, surrogate, fvp = shapo_problem(module)
+    actor, data, surrogate, _ = shapo_problem(module)
+    damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     delta_down = 1e-6
-    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, delta_down, cg_iters=500)
+    _, epsilon, stats = module.shapo_gradient(
+        actor, data["obs"], actor(data["obs"]), surrogate, lambda g: torch.linalg.solve(damped, g), delta_down
+    )
     assert stats["shapo/backtracks"] == 0
-    _, gradient0, _ = surrogate_and_gradient_at(module, actor, data["obs"], surrogate, module.flat_params(actor))
-    # the quadratic model of the KL sits on the ball's boundary: 1/2 eps^T (F + 0.1 I) eps = delta
-    assert 0.5 * (epsilon @ fvp(epsilon)).item() == pytest.approx(delta_down, rel=1e-6)
-    # and among such steps it lowers the linearised surrogate the most: g^T eps = -sqrt(2 delta g^T F^-1 g)
-    x = module.conjugate_gradient(fvp, gradient0, iters=500, residual_tol=1e-30)
-    assert (gradient0 @ epsilon).item() == pytest.approx(-(2 * delta_down * (gradient0 @ x)).sqrt().item(), rel=1e-6)
+    _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
+    x = torch.linalg.solve(damped, gradient0)
+    torch.testing.assert_close(epsilon, -math.sqrt(2 * delta_down / (x @ damped @ x)) * x, rtol=1e-7, atol=1e-12)
+    assert 0.5 * (epsilon @ damped @ epsilon).item() == pytest.approx(delta_down, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_the_scripts_own_solve_gives_the_exact_step_scale(name):
+    """x^T (F + 0.1 I) x = x^T g: exactly for PPO's exact solve, and for TRPO's 10-iteration CG iterate."""
+    module = load(name)
+    actor, data, surrogate, solve = shapo_problem(module)
+    damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
+    _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
+    x = solve(gradient0)
+    assert (x @ gradient0).item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_zero_radius_gives_exactly_the_plain_gradient(name):
     module = load(name)
-    actor, data, surrogate, fvp = shapo_problem(module)
-    perturbed_gradient, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 0.0)
+    actor, data, surrogate, solve = shapo_problem(module)
+    g_tilde, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, solve, 0.0)
     plain = torch.autograd.grad(surrogate(actor(data["obs"])), tuple(actor.parameters()))
-    assert torch.equal(perturbed_gradient, torch.cat([g.reshape(-1) for g in plain]))
+    assert torch.equal(g_tilde, torch.cat([g.reshape(-1) for g in plain]))
     assert epsilon.abs().max() == 0 and stats["shapo/kl"] == 0.0
 
 
@@ -89,29 +99,85 @@ def test_zero_radius_gives_exactly_the_plain_gradient(name):
 def test_kl_fallback_when_no_backtrack_fits(name):
     """With 0 backtracking tries the fallback 0.1 epsilon is used (SPEC §5 step 4)."""
     module = load(name)
-    actor, data, surrogate, fvp = shapo_problem(module)
-    _, full, _ = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 1e-4)
-    _, fallback, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, fvp, 1e-4, backtrack_steps=0)
+    runs = []
+    for backtrack_steps in (10, 0):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
+        actor, data, surrogate, solve = shapo_problem(module)
+        runs.append(module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, solve, 1e-4, backtrack_steps))
+    (_, full, _), (_, fallback, stats) = runs
     assert stats["shapo/backtracks"] == 0
     torch.testing.assert_close(fallback, 0.1 * full)
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_critic_sam_step_matches_a_hand_computed_one(name):
+    """SPEC §8 on a tiny critic: e = rho g / |g| with g the MSE's gradient, then the MSE's gradient at
+    w + e plus the L2 term's gradient 2 c w at w; w itself is left exactly as it was."""
+    module = load(name)
+    torch.manual_seed(0)
+    critic = module.mlp(3, 1, hidden=(4,)).double()
+    obs, target, l2, rho = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64), 1e-3, 0.05
+    w = flat(critic)
+
+    def shaped(theta):
+        pieces = theta.split([p.numel() for p in critic.parameters()])
+        return {name: piece.view_as(p) for (name, p), piece in zip(critic.named_parameters(), pieces)}
+
+    def mse(theta):
+        return (torch.func.functional_call(critic, shaped(theta), (obs,)).squeeze(-1) - target).pow(2).mean()
+
+    g = torch.func.grad(mse)(w)
+    expected = torch.func.grad(mse)(w + rho * g / g.norm()) + 2 * l2 * w
+    loss = module.sam_critic_loss(critic, obs, target, l2, rho)
+    got = torch.cat([p.grad.reshape(-1) for p in critic.parameters()])
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(flat(critic), w)
+    assert loss.item() == pytest.approx((mse(w) + l2 * w.pow(2).sum()).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_critic_sam_at_zero_radius_is_the_plain_update_bit_for_bit(name):
+    module = load(name)
+    torch.manual_seed(1)
+    critics = [module.mlp(3, 1) for _ in range(2)]
+    critics[1].load_state_dict(critics[0].state_dict())
+    obs, target = torch.randn(64, 3), torch.randn(64)
+    module.critic_loss(critics[0], obs, target, 1e-3).backward()
+    module.sam_critic_loss(critics[1], obs, target, 1e-3, 0.0)
+    for p, q in zip(*(c.parameters() for c in critics)):
+        assert torch.equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_pessimism_schedules(name):
+    """SPEC §8: constant; delta_Down / sqrt(epoch + 1); Prop. 5's z_alpha^2 / (2 n_t), z_alpha = Phi^-1(1 - alpha)."""
+    module = load(name)
+    constant = module.Args(delta_down=2e-5)
+    assert [module.pessimism_radius(constant, epoch, 1000 * epoch + 1000) for epoch in (0, 3)] == [2e-5, 2e-5]
+    decay = module.Args(delta_down=2e-5, pessimism_schedule="sqrt-epoch")
+    assert module.pessimism_radius(decay, 0, 20_000) == 2e-5
+    assert module.pessimism_radius(decay, 3, 80_000) == pytest.approx(1e-5, rel=1e-12)
+    prop5 = module.Args(pessimism_schedule="prop5", pessimism_alpha=0.05)
+    z = 1.6448536269514722  # Phi^-1(0.95)
+    assert module.pessimism_radius(prop5, 0, 20_000) == pytest.approx(z**2 / 40_000, rel=1e-12)
+    assert module.pessimism_radius(prop5, 9, 200_000) == pytest.approx(z**2 / 400_000, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_one_epoch_at_zero_radius_matches_the_base_algorithm(name, tmp_path, monkeypatch):
-    """Same seed, delta_Down = 0: the SHAPO script ends its epoch with exactly the parameters and
-    Lagrange multiplier of its vanilla twin; the default delta_Down does not."""
+    """Same seed, delta_Down = 0 and rho_critic = 0: the SHAPO script ends its epoch with exactly the
+    parameters and Lagrange multiplier of its twin; the default delta_Down, or critic SAM, does not."""
     monkeypatch.chdir(tmp_path)
     shapo, vanilla = load(name), load(name.replace("_shapo", ""))
     # Walker2d falls often under a fresh policy, so with cost limit 0 the multiplier moves.
-    settings = dict(
-        env_id="Walker2d-v4", total_timesteps=400, steps_per_epoch=400, num_envs=2, cost_limit=0.0, vector_env="sync"
-    )
+    settings = dict(env_id="Walker2d-v4", total_timesteps=400, steps_per_epoch=400, num_envs=2, cost_limit=0.0)
     base = vanilla.main(vanilla.Args(**settings))
     same = shapo.main(shapo.Args(**settings, delta_down=0.0))
-    different = shapo.main(shapo.Args(**settings))
+    perturbed = shapo.main(shapo.Args(**settings))
+    sam = shapo.main(shapo.Args(**settings, delta_down=0.0, critic_sam_rho=0.05))
     assert base["lagrange"].value > 0.001, "the multiplier should have risen"
     assert base["lagrange"].value == same["lagrange"].value
     for key in ("actor", "reward_critic", "cost_critic"):
         for p, q in zip(base[key].parameters(), same[key].parameters()):
             assert torch.equal(p, q), key
-    assert not all(torch.equal(p, q) for p, q in zip(base["actor"].parameters(), different["actor"].parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(base["actor"].parameters(), perturbed["actor"].parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(base["reward_critic"].parameters(), sam["reward_critic"].parameters()))

@@ -1,20 +1,27 @@
 """A run that is never lost: checkpoints, stop and resume, evaluation, video, reproducibility,
 numerical faults and bad checkpoint input. The code is common to the four scripts; the tests run
-it through one or two of them and tests/test_scripts.py checks that it is identical in all four."""
+it through one or two of them and tests/test_scripts.py checks that it is identical in all four.
+
+Resume contract (README): a run continues at the epoch boundary of its checkpoint with fresh
+episodes in every env, seeded from (seed, epoch), so a given checkpoint always continues the same
+way; counters, parameters, optimiser states, the Lagrange multiplier, the observation statistics
+and the TensorBoard steps carry over."""
 
 import math
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import imageio
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-WALKER = ["--env-id", "Walker2d-v4", "--num-envs", "2", "--steps-per-epoch", "200", "--vector-env", "sync"]
+WALKER = ["--env-id", "Walker2d-v4", "--num-envs", "2", "--steps-per-epoch", "200"]
 
 
 def start(name, flags, cwd):
@@ -58,57 +65,89 @@ def scalars(run_dir):
 
 def final_parameters(run_dir):
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    return checkpoint["global_step"], checkpoint["modules"], checkpoint["lagrange"]
+    return {name: checkpoint[name] for name in ("global_step", "cumulative_cost", "actor", "reward_critic", "lagrange")}
 
 
-def assert_same_parameters(a, b):
-    assert a[0] == b[0]
-    for name in a[1]:
-        for key in a[1][name]:
-            assert torch.equal(a[1][name][key], b[1][name][key]), f"{name}.{key}"
-    if "multiplier" in a[2]:  # Adam multiplier (the PID one is plain floats)
-        assert torch.equal(a[2]["multiplier"], b[2]["multiplier"])
+def assert_same_state(a, b):
+    """Equal nested checkpoint entries: tensors bit for bit, everything else with ==."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
     else:
-        assert a[2] == b[2]
+        assert a == b
 
 
 @pytest.mark.parametrize(
     "name, task_flags, signum",
     [
-        ("trpo_lag_shapo", [*WALKER, "--total-timesteps", "1000", "--lagrangian", "pid"], signal.SIGINT),
+        ("trpo_lag_shapo", [*WALKER, "--total-timesteps", "800", "--lagrangian", "pid"], signal.SIGINT),
         ("ppo_lag", ["--env-id", "SafetyPointGoal1-v0", "--num-envs", "2", "--steps-per-epoch", "120",
                      "--max-episode-steps", "50", "--total-timesteps", "480"], signal.SIGTERM),
     ],
 )
-def test_stopped_and_resumed_run_equals_an_uninterrupted_one(name, task_flags, signum, tmp_path):
-    """Episodes run across epochs (Walker2d falls at any step; PointGoal's 50-step episodes straddle
-    the 60-step epochs), so the resumed envs must be rebuilt mid-episode, layouts included."""
+def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_same_way(name, task_flags, signum, tmp_path):
+    """Stopped after its first epoch, a run exits 0 with one line and its epoch-boundary checkpoint;
+    two resumes from copies of that checkpoint end identically, logging at the uninterrupted run's
+    steps with nothing twice, and their counters carry on from the checkpoint's."""
     flags = [*task_flags, "--save-model", "--save-every", "1"]
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    whole.mkdir(), stopped.mkdir()
-    assert run(name, flags, whole).returncode == 0
-
-    process = start(name, flags, stopped)
+    process = start(name, flags, tmp_path)
     out, err = stop_after_first_epoch(process, signum)
-    assert process.returncode == 0, err
+    assert process.returncode == 0 and "Traceback" not in err, err
     message = [line for line in out.splitlines() if "stopped by" in line]
     assert len(message) == 1 and f"stopped by {signal.Signals(signum).name}" in message[0]
-    assert "Traceback" not in err
-    run_dir = only_run_dir(stopped)
-    checkpoint_step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["global_step"]
-    assert f"checkpoint of step {checkpoint_step}" in message[0]
+    run_dir = only_run_dir(tmp_path)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    steps_per_epoch = int(flags[flags.index("--steps-per-epoch") + 1])
+    assert checkpoint["epoch"] >= 1 and checkpoint["global_step"] == checkpoint["epoch"] * steps_per_epoch
+    assert f"last good checkpoint (step {checkpoint['global_step']})" in message[0]
     assert scalars(run_dir)["charts/lagrange_multiplier"], "TensorBoard must be flushed on the stop"
 
-    resumed = run(name, [*flags, "--resume", str(run_dir / "checkpoint.pt")], stopped)
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_parameters(final_parameters(only_run_dir(whole)), final_parameters(run_dir))
-    # TensorBoard continues: the same metrics at the same steps as the uninterrupted run, no duplicates
-    assert scalars(run_dir) == scalars(only_run_dir(whole))
+    for copy in ("a", "b"):
+        shutil.copytree(run_dir, tmp_path / copy / "runs" / run_dir.name)
+        resumed = run(name, [*flags, "--resume", str(tmp_path / copy / "runs" / run_dir.name / "checkpoint.pt")], tmp_path / copy)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"epoch {checkpoint['epoch'] + 1}/" in resumed.stdout.splitlines()[0]
+    ends = [final_parameters(only_run_dir(tmp_path / copy)) for copy in ("a", "b")]
+    assert_same_state(ends[0], ends[1])
+    assert ends[0]["global_step"] == int(flags[flags.index("--total-timesteps") + 1])
+    assert ends[0]["cumulative_cost"] >= checkpoint["cumulative_cost"]
+    logged = [scalars(only_run_dir(tmp_path / copy)) for copy in ("a", "b")]
+    assert logged[0] == logged[1]
+    epoch_steps = [step for step, _ in logged[0]["charts/lagrange_multiplier"]]
+    assert epoch_steps == list(range(steps_per_epoch, ends[0]["global_step"] + 1, steps_per_epoch))
+    assert [step for step, _ in logged[0]["charts/cumulative_cost"]][: checkpoint["epoch"]] == epoch_steps[: checkpoint["epoch"]]
+
+
+@pytest.mark.parametrize("name, lagrangian", [("ppo_lag", "adam"), ("trpo_lag", "pid")])
+def test_resume_restores_every_part_of_the_run(name, lagrangian, tmp_path, monkeypatch):
+    """Parameters, optimiser states, the Lagrange multiplier (Adam or PID) and counters come back
+    from the checkpoint exactly; the observation statistics go on from it with the fresh episodes'
+    first observations."""
+    module = load(name)
+    monkeypatch.chdir(tmp_path)
+    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400, save_model=True,
+                    cost_limit=0.0, **({"lagrangian": lagrangian} if lagrangian == "pid" else {}))
+    module.main(module.Args(**settings))
+    path = str(only_run_dir(tmp_path) / "checkpoint.pt")
+    checkpoint = module.load_checkpoint(path, module.Args(**settings, resume=path))
+    assert checkpoint["epoch"] == 2 and checkpoint["lagrange"] != {}
+    parts = module.main(module.Args(**settings, resume=path), checkpoint)  # no epoch left to run
+    for key, part in parts.items():
+        if key != "normalizer":
+            assert_same_state(part.state_dict(), checkpoint[key])
+    assert parts["lagrange"].value > 0.001
+    assert parts["normalizer"].count == pytest.approx(checkpoint["normalizer"]["count"] + 2)
+    assert parts["actor_optimizer" if name == "ppo_lag" else "reward_critic_optimizer"].state_dict()["state"]
 
 
 def test_evaluation_uses_its_own_env_and_leaves_training_unchanged(tmp_path):
     module = load("ppo_lag")
-    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400, vector_env="sync")
+    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path / "a")
@@ -166,7 +205,7 @@ def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkp
 
     monkeypatch.setattr(module, "critic_loss", loss_that_breaks_in_epoch_two)
     # learn how many critic losses one epoch computes, then break the second epoch
-    args = module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=200, vector_env="sync")
+    args = module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=200)
     module.main(args)
     calls["first_epoch"], calls["n"] = calls["n"], 0
     with pytest.raises(SystemExit) as stop:
@@ -177,23 +216,23 @@ def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkp
     run_dir = sorted((tmp_path / "runs").iterdir())[-1]
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["global_step"] == 200
-    assert all(torch.isfinite(t).all() for t in checkpoint["modules"]["reward_critic"].values())
+    assert all(torch.isfinite(t).all() for t in checkpoint["reward_critic"].values())
 
 
 def test_check_finite_names_the_quantity():
     module = load("trpo_lag")
-    actor, lagrange = module.Actor(3, 2), module.Lagrange(25.0, 0.001, 0.035)
-    module.check_finite({"losses/policy_loss": 0.5}, {"actor": actor}, lagrange)
+    parts = {"actor": module.Actor(3, 2), "reward_critic": module.mlp(3, 1), "cost_critic": module.mlp(3, 1),
+             "lagrange": module.Lagrange(25.0, 0.001, 0.035)}
+    module.check_finite({"losses/policy_loss": 0.5}, parts)
     with pytest.raises(FloatingPointError, match="losses/cost_critic_loss"):
-        module.check_finite({"losses/cost_critic_loss": math.inf}, {"actor": actor}, lagrange)
-    with torch.no_grad():
-        lagrange.multiplier.fill_(math.nan)
+        module.check_finite({"losses/cost_critic_loss": math.inf}, parts)
+    parts["lagrange"].value = math.nan
     with pytest.raises(FloatingPointError, match="Lagrange multiplier"):
-        module.check_finite({}, {"actor": actor}, lagrange)
+        module.check_finite({}, parts)
     with torch.no_grad():
-        actor.log_std[0] = math.nan
-    with pytest.raises(FloatingPointError, match="parameter actor.log_std"):
-        module.check_finite({}, {"actor": actor}, lagrange)
+        parts["cost_critic"][0].bias[0] = math.nan
+    with pytest.raises(FloatingPointError, match=r"parameter cost_critic\.0\.bias"):
+        module.check_finite({}, parts)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +246,7 @@ def bad_checkpoint_cases(checkpoint: Path, tmp_path: Path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(checkpoint.read_bytes()[:1000])
     return {
-        "missing file": ("ppo_lag", [*WALKER, "--resume", str(tmp_path / "nope.pt")], "no such checkpoint file"),
+        "missing file": ("ppo_lag", [*WALKER, "--resume", str(tmp_path / "nope.pt")], "cannot read"),
         "corrupt file": ("ppo_lag", [*WALKER, "--resume", str(corrupt)], "cannot read"),
         "another script": ("ppo_lag_shapo", [*WALKER, "--resume", str(checkpoint)], "is a checkpoint of ppo_lag.py, not of ppo_lag_shapo.py"),
         "another task": ("ppo_lag", ["--resume", str(checkpoint), "--num-envs", "2", "--steps-per-epoch", "200"], "--env-id Walker2d-v4, not SafetyPointGoal1-v0"),
