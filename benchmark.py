@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import tyro
@@ -44,7 +45,7 @@ def random_action_steps_per_second(args: Args) -> float:
     import ppo_lag
 
     ppo_lag.set_skybox(plain=True)
-    envs = ppo_lag.SafetySyncVectorEnv([ppo_lag.make_env(args.env_id)] * args.num_envs)
+    envs = ppo_lag.safety_gymnasium.vector.SafetySyncVectorEnv([partial(ppo_lag.make_env, args.env_id)] * args.num_envs)
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     start = time.perf_counter()

@@ -46,17 +46,13 @@ def import_safety_gymnasium():
         return plain_dataclass(cls, **kwargs)
 
     dataclasses.dataclass = numpy_safe_dataclass
-    try:
-        import safety_gymnasium
-    finally:
-        dataclasses.dataclass = plain_dataclass
+    import safety_gymnasium
+
+    dataclasses.dataclass = plain_dataclass
     return safety_gymnasium
 
 
 safety_gymnasium = import_safety_gymnasium()
-from safety_gymnasium.utils.registration import safe_registry  # noqa: E402
-from safety_gymnasium.vector import SafetySyncVectorEnv  # noqa: E402
-from safety_gymnasium.wrappers import with_gymnasium_wrappers  # noqa: E402
 
 
 @dataclass
@@ -64,7 +60,7 @@ class Args:
     exp_name: str = SCRIPT[: -len(".py")]
     """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
     seed: int = 0
-    """seed of Python, NumPy, PyTorch and the environments (env i gets seed + i)"""
+    """seed of PyTorch and of the environments (env i gets seed + i)"""
     env_id: str = "SafetyPointGoal1-v0"
     """a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4 (cost 1 on a fall)"""
     total_timesteps: int = 10_000_000
@@ -117,30 +113,24 @@ class Args:
     """stop the passes early once the mean KL(pi_old || pi) exceeds this"""
 
 
-# ---- Environments (SPEC §2, §11) ----
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
 
 
 class FallCost(gym.Wrapper):
-    """A gymnasium MuJoCo locomotion task as a safety task: a step costs 1 if the episode terminates
-    there (the agent fell), else 0 [R]. Steps return (obs, reward, cost, terminated, truncated, info)."""
+    """A gymnasium MuJoCo task as a safety task (SPEC §2, [R]): a step costs 1 if the agent fell there."""
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, float(terminated), terminated, truncated, info
 
 
-def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None):
-    """Thunk building one safety environment with actions rescaled and clipped to [-1, 1] (SPEC §2)."""
-
-    def thunk() -> gym.Env:
-        if env_id in FALL_COST_ENVS:
-            env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
-        else:
-            env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
-        return gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
-
-    return thunk
+def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
+    """One safety environment, its actions rescaled and clipped to [-1, 1] (SPEC §2)."""
+    if env_id in FALL_COST_ENVS:
+        env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
+    else:
+        env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
+    return gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
 
 
 def set_skybox(plain: bool) -> None:
@@ -172,7 +162,6 @@ class ObsNormalizer(RunningMeanStd):
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
-# ---- Actor and critics (SPEC §2) ----
 def mlp(in_dim: int, out_dim: int, hidden: tuple = (64, 64)) -> nn.Sequential:
     """Tanh MLP with PyTorch's default nn.Linear initialisation, as the release and SafePO have it."""
     dims = (in_dim, *hidden)
@@ -200,7 +189,6 @@ def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_c
     return (critic(obs).squeeze(-1) - target).pow(2).mean() + l2_coef * sum(p.pow(2).sum() for p in critic.parameters())
 
 
-# ---- Advantages and the Lagrange multiplier (SPEC §1-2) ----
 def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalised advantage estimates; all arguments and the result are [T, N] float tensors.
     next_values[t] is V of the state step t reached (see rollout); terminated[t] = 1 makes that
@@ -253,7 +241,6 @@ class Lagrange:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-# ---- PPO-Lag update (SPEC §3) ----
 def ppo_surrogate(dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_coef: float):
     """Clipped surrogate L^clip = mean[min(r A, clip(r, 1 - eps, 1 + eps) A)] (scalar, maximised)."""
     ratio = torch.exp(dist.log_prob(act).sum(-1) - logp_old)
@@ -284,9 +271,9 @@ def ppo_update(parts: dict, batch: dict, args: Args) -> dict:
                 raise FloatingPointError("gradient of the actor and critics")
             for optimizer in optimizers:
                 optimizer.step()
-            losses = {"policy_loss": -surrogate.item(), "reward_critic_loss": reward_loss.item(), "cost_critic_loss": cost_loss.item()}
+            losses = {"policy": -surrogate.item(), "reward_critic": reward_loss.item(), "cost_critic": cost_loss.item()}
             for key, value in losses.items():
-                history[f"losses/{key}"].append(value)
+                history[f"losses/{key}_loss"].append(value)
         with torch.no_grad():
             kl = kl_divergence(old_dist, actor(batch["obs"])).sum(-1).mean().item()
         if kl > args.target_kl:
@@ -295,20 +282,20 @@ def ppo_update(parts: dict, batch: dict, args: Args) -> dict:
     return {**stats, "losses/approx_kl": kl, "losses/update_epochs": update_epoch + 1}
 
 
-# ---- Flags and checkpoints ----
 def check_args(args: Args) -> None:
     """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
-    if args.env_id not in FALL_COST_ENVS and (args.env_id not in safe_registry or "Vision" in args.env_id):
+    supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
+    if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
         raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
                          f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
     positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every eval_every critic_lr lambda_lr"
     positive += " max_grad_norm learning_rate update_epochs minibatch_size clip_coef target_kl"
-    for name, value in ((name, getattr(args, name)) for name in positive.split()):
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name, value in ((name, getattr(args, name)) for name in "cost_limit lagrangian_multiplier_init critic_l2_coef eval_episodes".split()):
-        if not value >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    for name in positive.split():
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in "cost_limit lagrangian_multiplier_init critic_l2_coef eval_episodes".split():
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
     if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
@@ -341,12 +328,6 @@ def load_checkpoint(path: str, args: Args) -> dict:
     return checkpoint
 
 
-def snapshot(args: Args, counters: dict, parts: dict) -> dict:
-    """A checkpoint: what a run needs to go on from the epoch boundary it is at."""
-    states = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
-    return {"script": SCRIPT, "args": dict(vars(args)), **counters, **states}
-
-
 def save_checkpoint(checkpoint: Optional[dict], path: str) -> str:
     """Write `checkpoint` atomically, so a file cut off half-way never replaces the last good one;
     None (no --save-model) writes nothing. Returns the words that tell the user."""
@@ -357,26 +338,14 @@ def save_checkpoint(checkpoint: Optional[dict], path: str) -> str:
     return f"; last good checkpoint (step {checkpoint['global_step']}) in {path}"
 
 
-def check_finite(stats: dict, parts: dict) -> None:
-    """Raise FloatingPointError naming the first non-finite loss, parameter or Lagrange multiplier."""
-    bad = [key for key, value in stats.items() if not math.isfinite(value)]
-    for name in ("actor", "reward_critic", "cost_critic"):
-        bad += [f"parameter {name}.{p_name}" for p_name, p in parts[name].named_parameters() if not p.isfinite().all()]
-    if bad or not math.isfinite(parts["lagrange"].value):
-        raise FloatingPointError(bad[0] if bad else "Lagrange multiplier")
-
-
-# ---- Rollout and evaluation ----
 def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: list) -> tuple:
-    """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim] with actions
-    sampled from parts["actor"]. Episodes run on across epochs: `episode_sums` [3, N] holds the return,
-    cost and length of each one under way (updated in place; the step that ends it counts, SPEC §2).
-
-    Returns (data, the next normalised observations, the ended episodes as (t, return, cost, length)).
-    data: float32 tensors obs, act, logp, next_obs, reward, cost, terminated, done, each [T, N, ...];
-    next_obs[t] is the state step t reached, the final observation where the episode was truncated,
-    normalised like that step's observations (SPEC §2). Ends early once `stop` is not empty.
-    """
+    """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn
+    from parts["actor"]. Episodes run on across epochs, `episode_sums` [3, N] holding the return, cost
+    and length of each one under way (in place; the step that ends it counts, SPEC §2). Returns data
+    (float32 tensors obs, act, logp, next_obs, reward, cost, terminated, done, [T, N, ...]; next_obs[t]
+    the state step t reached: the final observation where truncated, normalised like that step's
+    observations), the next observations and the ended episodes as (t, return, cost, length). Ends
+    early once `stop` is not empty."""
     actor, normalizer = parts["actor"], parts["normalizer"]
     keys = ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated", "done")
     data, episodes = {key: [] for key in keys}, []
@@ -410,10 +379,10 @@ def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, globa
     eval/{mean,std}_{return,cost} and prints one line. Returns [E, 2]: each episode's return and cost."""
     video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
     set_skybox(plain=video_dir is None)
-    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)()
+    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)
     if video_dir:
-        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True)
-        env = with_gymnasium_wrappers(env, partial(record, disable_logger=True))
+        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
+        env = safety_gymnasium.wrappers.with_gymnasium_wrappers(env, record)
     totals = np.zeros((args.eval_episodes, 2))
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
@@ -434,7 +403,6 @@ def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, globa
     return totals
 
 
-# ---- Training ----
 def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as
     load_checkpoint returns it) at its epoch with fresh episodes; with eval_only, only evaluate it.
@@ -443,7 +411,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     seed = int(np.random.SeedSequence([args.seed, checkpoint["epoch"]]).generate_state(1)[0] >> 1) if checkpoint else args.seed
     torch.manual_seed(seed)
     set_skybox(plain=True)
-    envs = SafetySyncVectorEnv([make_env(args.env_id, args.max_episode_steps)] * args.num_envs)
+    envs = safety_gymnasium.vector.SafetySyncVectorEnv([partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor, reward_critic, cost_critic = Actor(obs_dim, act_dim), mlp(obs_dim, 1), mlp(obs_dim, 1)  # critics V_r, V_c
     parts = {  # everything with a state, as a checkpoint keeps it
@@ -484,8 +452,13 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
     lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
     parts["normalizer"].update(obs)
     obs = parts["normalizer"](obs)
+
+    def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at
+        states = copy.deepcopy({name: part.state_dict() for name, part in parts.items()})
+        return {"script": SCRIPT, "args": dict(vars(args)), **counters, **states}
+
     for epoch in range(counters["epoch"], num_epochs):
-        last_good = snapshot(args, counters, parts) if args.save_model else None
+        last_good = snapshot() if args.save_model else None
         rollout_start = time.perf_counter()
         data, obs, episodes = rollout(envs, parts, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
         if stop:
@@ -507,9 +480,10 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
             lagrange.update(counters["mean_episode_cost"])
         batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
         parts["actor_optimizer"].param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
-        try:
+        try:  # a non-finite gradient raises inside the update; a non-finite loss or KL shows in its stats
             stats = ppo_update(parts, batch, args)
-            check_finite(stats, parts)
+            if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
+                raise FloatingPointError(non_finite[0])
         except FloatingPointError as fault:
             saved = save_checkpoint(last_good, checkpoint_path)
             raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
@@ -518,19 +492,18 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
         stats["charts/lagrange_multiplier"], stats["charts/cumulative_cost"] = lagrange.value, counters["cumulative_cost"]
         stats["charts/cost_rate"] = counters["cumulative_cost"] / counters["global_step"]
         stats["charts/SPS"] = (counters["global_step"] - start[1]) / (time.time() - start[0])
-        stats["perf/rollout_seconds"], stats["perf/update_seconds"] = update_start - rollout_start, time.perf_counter() - update_start
-        if counters["mean_episode_cost"] is not None:
-            stats["charts/Jc"] = counters["mean_episode_cost"]
-        if episodes:
-            stats["charts/epoch_mean_return"] = float(np.mean([episode[1] for episode in episodes]))
+        stats["perf/rollout_seconds"] = update_start - rollout_start
+        stats["perf/update_seconds"] = time.perf_counter() - update_start
+        stats["charts/Jc"] = counters["mean_episode_cost"]  # None (not logged) until an episode has ended
         for key, value in stats.items():
-            writer.add_scalar(key, value, counters["global_step"])
-        print(f"epoch {epoch + 1}/{num_epochs} step {counters['global_step']} | episodes {len(episodes)} return "
-              f"{stats.get('charts/epoch_mean_return', math.nan):.2f} cost {stats.get('charts/Jc', math.nan):.2f}"
-              f" | lambda {lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s | rollout {stats['perf/rollout_seconds']:.1f} s,"
-              f" update {stats['perf/update_seconds']:.1f} s", flush=True)
+            if value is not None:
+                writer.add_scalar(key, value, counters["global_step"])
+        mean_return, mean_cost = np.mean([episode[1:3] for episode in episodes], axis=0) if episodes else (math.nan, math.nan)
+        print(f"epoch {epoch + 1}/{num_epochs} step {counters['global_step']} | episodes {len(episodes)} "
+              f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
+              f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
         if args.save_model and (counters["epoch"] % args.save_every == 0 or counters["epoch"] == num_epochs):
-            save_checkpoint(snapshot(args, counters, parts), checkpoint_path)
+            save_checkpoint(snapshot(), checkpoint_path)
         if args.eval_episodes and (counters["epoch"] % args.eval_every == 0 or counters["epoch"] == num_epochs):
             evaluate(parts, args, writer, run_dir, counters["global_step"])
 

@@ -3,6 +3,7 @@ observation normalisation and its final observations, fast resets (SPEC §2, §1
 
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ module = load("ppo_lag")  # environment and rollout code is identical in the fou
 def setup(env_id, num_envs=2, max_episode_steps=None, seed=0):
     """What main builds before its first epoch: envs, parts (actor, normalizer) and the first observations."""
     module.set_skybox(plain=True)
-    envs = module.SafetySyncVectorEnv([module.make_env(env_id, max_episode_steps)] * num_envs)
+    envs = module.safety_gymnasium.vector.SafetySyncVectorEnv([partial(module.make_env, env_id, max_episode_steps)] * num_envs)
     torch.manual_seed(seed)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     parts = {"actor": module.Actor(obs_dim, act_dim), "normalizer": module.ObsNormalizer(shape=(obs_dim,))}
@@ -56,7 +57,7 @@ def test_episode_statistics_equal_a_replay_on_a_single_env():
     actions = torch.cat(actions).numpy()
     assert [t for t, *_ in episodes] == [39, 39, 79, 79]
     for env_index in range(num_envs):
-        env = module.make_env("SafetyPointGoal1-v0", max_episode_steps=horizon)()
+        env = module.make_env("SafetyPointGoal1-v0", max_episode_steps=horizon)
         env.reset(seed=seed + env_index)
         rewards, costs = [], []
         for action in actions[:horizon, env_index]:
@@ -96,7 +97,7 @@ def test_normalisation_is_shared_and_final_observations_get_the_same_transform()
 
 
 def test_unsupported_env_ids_are_rejected_with_the_supported_ones_named():
-    for env_id in ("SafetyPointGoal1Vision-v0", "CartPole-v1", "NoSuchEnv-v0"):
+    for env_id in ("SafetyPointGoal1Vision-v0", "CartPole-v1", "NoSuchEnv-v0", "SafetyPointGoal1Debug-v0"):
         with pytest.raises(ValueError, match="SafetyPointGoal1-v0.*Ant-v4"):
             module.check_args(module.Args(env_id=env_id))
     for env_id in ("SafetyPointGoal1-v0", "SafetyPointButton1-v0", "SafetyHopperVelocity-v1", "Ant-v4", "Walker2d-v4"):
@@ -108,7 +109,7 @@ import sys, numpy as np
 sys.path.insert(0, {root!r})
 import ppo_lag as module
 module.set_skybox(plain={plain})
-env = module.make_env("SafetyPointGoal1-v0", max_episode_steps=40)()
+env = module.make_env("SafetyPointGoal1-v0", max_episode_steps=40)
 obs, _ = env.reset(seed=0)
 rows = [np.concatenate([obs, [0.0, 0.0]])]
 for step in range(130):  # three resets; straight ahead meets a hazard (cost) in the first episode

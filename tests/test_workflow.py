@@ -219,20 +219,24 @@ def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkp
     assert all(torch.isfinite(t).all() for t in checkpoint["reward_critic"].values())
 
 
-def test_check_finite_names_the_quantity():
+def test_non_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
+    """A non-finite value in an update's statistics (here the policy loss of the second epoch) stops
+    the run with one line naming it, after the last good checkpoint is written."""
     module = load("trpo_lag")
-    parts = {"actor": module.Actor(3, 2), "reward_critic": module.mlp(3, 1), "cost_critic": module.mlp(3, 1),
-             "lagrange": module.Lagrange(25.0, 0.001, 0.035)}
-    module.check_finite({"losses/policy_loss": 0.5}, parts)
-    with pytest.raises(FloatingPointError, match="losses/cost_critic_loss"):
-        module.check_finite({"losses/cost_critic_loss": math.inf}, parts)
-    parts["lagrange"].value = math.nan
-    with pytest.raises(FloatingPointError, match="Lagrange multiplier"):
-        module.check_finite({}, parts)
-    with torch.no_grad():
-        parts["cost_critic"][0].bias[0] = math.nan
-    with pytest.raises(FloatingPointError, match=r"parameter cost_critic\.0\.bias"):
-        module.check_finite({}, parts)
+    monkeypatch.chdir(tmp_path)
+    true_update, calls = module.trpo_update, []
+
+    def update_with_a_nan_loss_in_epoch_two(*args):
+        calls.append(1)
+        stats = true_update(*args)
+        return {**stats, "losses/policy_loss": math.nan} if len(calls) == 2 else stats
+
+    monkeypatch.setattr(module, "trpo_update", update_with_a_nan_loss_in_epoch_two)
+    with pytest.raises(SystemExit) as stop:
+        module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True))
+    message = str(stop.value.code)
+    assert message.startswith("trpo_lag.py: error: non-finite losses/policy_loss in epoch 2; last good checkpoint (step 200)")
+    assert torch.load(only_run_dir(tmp_path) / "checkpoint.pt", weights_only=False)["global_step"] == 200
 
 
 @pytest.fixture(scope="module")
