@@ -24,10 +24,25 @@ previous value forward (NaN before the first episode). The cumulative cost is in
 linearly onto the grid (exact when the runs share --steps-per-epoch). The mean over seeds skips
 NaNs.
 
-"Final" values (table and panel (d)): final episodic return / cost = mean over the last
---last-episodes episodes of a run (all envs together, in order of the step they ended at);
-cumulative cost = its last logged value. The Markdown table per environment (printed, and
-written to --table if given) shows mean +- std (population std, ddof=0) over the seeds.
+"Final" values (table and panel (d)), one per run: final episodic return / cost = mean over the
+last --last-episodes episodes of the run (all envs together, in order of the step they ended at);
+cumulative training cost = the last logged charts/cumulative_cost.
+
+Markdown tables per environment (printed, and written to --table if given):
+  * per algorithm: number of seeds, environment steps (last logged epoch; a range if the seeds
+    differ), and for each of the three final values its mean over seeds with a 95 % confidence
+    interval over seeds;
+  * per base/SHAPO pair present (the SHAPO exp-name is the base one with `_shapo` inserted after
+    `lag`: ppo_lag / ppo_lag_shapo, trpo_lag_pid / trpo_lag_shapo_pid): SHAPO's mean minus the
+    base's mean of each final value with its 95 % interval, marked * where the interval excludes
+    0. Higher return is better (> 0 favours SHAPO), lower cost is better (< 0 favours SHAPO).
+Every interval is scipy.stats.bootstrap's percentile interval (BOOTSTRAP below: confidence level
+0.95, 10,000 resamples, random_state=0, so the tables are reproducible), resampling seeds; for a
+difference the two algorithms' seeds are resampled independently (unpaired) and the statistic is
+the difference of the means. Percentile rather than BCa: with a handful of seeds BCa's jackknife
+acceleration is unstable and it is undefined for constant samples. With fewer than 2 seeds (on
+either side of a difference) the interval is "n/a"; if all seeds are equal it is the point itself.
+With few seeds the percentile interval is optimistic (with 2 seeds it is about [min, max] of them).
 """
 
 import re
@@ -42,6 +57,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
 import tyro  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -49,6 +65,10 @@ RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P
 EPISODE_TAGS = {"return": "charts/episodic_return", "cost": "charts/episodic_cost"}
 CUMULATIVE_COST_TAG = "charts/cumulative_cost"
 HYPERPARAMETERS_TAG = "hyperparameters/text_summary"
+MEASURES = ("return", "cost", "cumulative_cost")  # the keys of Run.final
+Interval = Optional[Tuple[float, float]]  # (low, high) of a confidence interval; None: n/a
+# settings of every confidence interval in the tables (keyword arguments of scipy.stats.bootstrap)
+BOOTSTRAP = {"method": "percentile", "confidence_level": 0.95, "n_resamples": 10_000, "random_state": 0}
 
 
 @dataclass
@@ -210,10 +230,40 @@ def mean_and_band(curves: np.ndarray, spread: str) -> Tuple[np.ndarray, np.ndarr
     return out[0], out[1], out[2]
 
 
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and population std (ddof=0) over seeds."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std())
+def difference_of_means(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def bootstrap_interval(samples: Sequence[Sequence[float]], statistic) -> Tuple[float, Interval]:
+    """statistic(*samples) and its bootstrap confidence interval (BOOTSTRAP settings; every sample is
+    resampled on its own, i.e. unpaired). The interval is None when a sample has fewer than 2 values
+    and the point itself when every sample is constant."""
+    samples = [np.asarray(sample, dtype=float) for sample in samples]
+    point = float(statistic(*samples))
+    if min(len(sample) for sample in samples) < 2:
+        return point, None
+    if all(np.all(sample == sample[0]) for sample in samples):
+        return point, (point, point)
+    ci = scipy.stats.bootstrap(samples, statistic, vectorized=True, paired=False, **BOOTSTRAP).confidence_interval
+    return point, (float(ci.low), float(ci.high))
+
+
+def mean_interval(values: Sequence[float]) -> Tuple[float, Interval]:
+    """Mean over seeds and its bootstrap confidence interval."""
+    return bootstrap_interval([values], np.mean)
+
+
+def difference_interval(shapo: Sequence[float], base: Sequence[float]) -> Tuple[float, Interval]:
+    """mean(shapo) - mean(base) over seeds and its bootstrap interval (two independent samples)."""
+    return bootstrap_interval([shapo, base], difference_of_means)
+
+
+def shapo_pairs(algorithms: Sequence[str]) -> List[Tuple[str, str]]:
+    """(base, shapo) exp-name pairs present in algorithms: the SHAPO name is the base name with
+    `_shapo` inserted after `lag` (ppo_lag / ppo_lag_shapo, trpo_lag_pid / trpo_lag_shapo_pid)."""
+    names = set(algorithms)
+    bases = {name: name.replace("lag_shapo", "lag", 1) for name in names if "lag_shapo" in name}
+    return sorted((base, shapo) for shapo, base in bases.items() if base in names)
 
 
 def pareto_frontier(costs: Sequence[float], returns: Sequence[float]) -> np.ndarray:
@@ -235,24 +285,55 @@ def pareto_frontier(costs: Sequence[float], returns: Sequence[float]) -> np.ndar
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
+def format_interval(point: float, interval: Interval, signed: bool = False) -> str:
+    """'point [low, high]' ('[n/a]' without an interval); signed: every number with its sign and
+    ' *' appended where the interval excludes 0."""
+    number = "{:+.2f}" if signed else "{:.2f}"
+    if interval is None:
+        return f"{number.format(point)} [n/a]"
+    text = f"{number.format(point)} [{number.format(interval[0])}, {number.format(interval[1])}]"
+    return text + " *" if signed and (interval[0] > 0 or interval[1] < 0) else text
+
+
 def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int) -> str:
-    """One Markdown table: algorithm, seeds, environment steps (of the last logged epoch; a range if
-    the seeds differ), final return, final cost, cumulative cost (mean +- std)."""
+    """The Markdown tables of one environment: per algorithm the final values (mean over seeds with
+    bootstrap interval), then per base/SHAPO pair the SHAPO-minus-base differences."""
+    level = f"{100 * BOOTSTRAP['confidence_level']:g} %"
+    method = (f"{BOOTSTRAP['method']} bootstrap over seeds, {BOOTSTRAP['n_resamples']} resamples, "
+              f"random_state={BOOTSTRAP['random_state']}")
+    finals = {alg: {key: [run.final[key] for run in runs] for key in MEASURES} for alg, runs in groups.items()}
     lines = [
         f"### {env_id}",
         "",
-        f"| algorithm | seeds | steps | episodic return (last {last_episodes} ep.) "
-        f"| episodic cost (last {last_episodes} ep.) | cumulative cost |",
+        f"Mean over seeds [{level} CI: {method}; n/a with one seed]. ↑ higher is better, ↓ lower is better.",
+        "",
+        f"| algorithm | seeds | env steps | final return ↑ (last {last_episodes} ep.) "
+        f"| final episodic cost ↓ (last {last_episodes} ep.) | cumulative training cost ↓ |",
         "|-|-|-|-|-|-|",
     ]
     for algorithm, runs in sorted(groups.items()):
         last_steps = sorted(int(run.epoch_steps[-1]) for run in runs)
         steps = f"{last_steps[0]}" if last_steps[0] == last_steps[-1] else f"{last_steps[0]}–{last_steps[-1]}"
-        cells = []
-        for key in ("return", "cost", "cumulative_cost"):
-            mean, std = mean_std([run.final[key] for run in runs])
-            cells.append(f"{mean:.2f} ± {std:.2f}")
+        cells = [format_interval(*mean_interval(finals[algorithm][key])) for key in MEASURES]
         lines.append(f"| {algorithm} | {len(runs)} | {steps} | " + " | ".join(cells) + " |")
+    pairs = shapo_pairs(list(groups))
+    if pairs:
+        lines += [
+            "",
+            f"SHAPO − base: difference of the means over seeds [{level} CI: {method}, the two algorithms' "
+            "seeds resampled independently]; * the interval excludes 0.",
+            "",
+            "| SHAPO − base | seeds (SHAPO / base) | Δ final return (> 0: SHAPO better) "
+            "| Δ final episodic cost (< 0: SHAPO better) | Δ cumulative training cost (< 0: SHAPO better) |",
+            "|-|-|-|-|-|",
+        ]
+        for base, shapo in pairs:
+            cells = [
+                format_interval(*difference_interval(finals[shapo][key], finals[base][key]), signed=True)
+                for key in MEASURES
+            ]
+            seeds = f"{len(groups[shapo])} / {len(groups[base])}"
+            lines.append(f"| {shapo} − {base} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,16 @@
-"""plot.py on synthetic TensorBoard logs (two algorithms x two seeds, values chosen by hand): the
-table's mean +- std, the common step grid, the cost limit, the figure, and the Pareto frontier."""
+"""plot.py on synthetic TensorBoard logs (values chosen by hand): the table's means and bootstrap
+intervals over seeds (checked against scipy.stats.bootstrap called here), the SHAPO-minus-base
+differences and their markers, the common step grid, the cost limit, the figure, and the Pareto
+frontier."""
 
+import re
 import subprocess
 import sys
 
 import matplotlib.image
 import numpy as np
 import pytest
+import scipy.stats
 from conftest import ROOT
 from torch.utils.tensorboard import SummaryWriter
 
@@ -22,6 +26,10 @@ RUNS = {
     ("algo_b", 0): ([(100, 0, 30), (200, 1, 20), (300, 1, 20), (400, 3, 10)], [30, 50, 70, 80]),
     ("algo_b", 1): ([(50, 1, 25), (120, 1, 25), (310, 2, 15), (380, 5, 20)], [25, 50, 65, 85]),
 }
+# the settings plot.py documents, written out here so that a change there fails the tests
+BOOTSTRAP = dict(method="percentile", confidence_level=0.95, n_resamples=10_000, random_state=0)
+NUMBER = r"[+-]?\d+\.\d\d"
+CELL = re.compile(rf"^(?P<point>{NUMBER}) \[(?:n/a|(?P<low>{NUMBER}), (?P<high>{NUMBER}))\](?P<mark> \*)?$")
 
 
 def write_run(runs_dir, algorithm, seed, episodes, cumulative_costs):
@@ -48,22 +56,139 @@ def runs_dir(tmp_path):
     return runs
 
 
-def test_table_mean_std_over_seeds(runs_dir, tmp_path, capsys):
+def write_constant_run(runs_dir, algorithm, seed, final_return, final_cost, cumulative_cost):
+    """A run whose every episode has the same return and cost: its final values are the arguments."""
+    episodes = [(step, final_return, final_cost) for step in EPOCH_ENDS]
+    write_run(runs_dir, algorithm, seed, episodes, [cumulative_cost * k / 4 for k in (1, 2, 3, 4)])
+
+
+def table_rows(table):
+    """{first cell: cells} of every row of the Markdown tables, header rows included."""
+    rows = [line for line in table.splitlines() if line.startswith("|") and not line.startswith("|-")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+def parse_cell(cell):
+    """'point [low, high]( *)' -> point, low, high (None for n/a), marked."""
+    match = CELL.match(cell)
+    assert match, cell
+    low, high = (None, None) if match["low"] is None else (float(match["low"]), float(match["high"]))
+    return float(match["point"]), low, high, match["mark"] is not None
+
+
+def test_table_mean_and_interval_over_seeds(runs_dir, tmp_path, capsys):
     table_file = tmp_path / "results.md"
     tables = plot.main(plot.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "docs"), last_episodes=2,
                                  table=str(table_file)))
-    # by hand, last 2 episodes of each run; std over the 2 seeds = |x0 - x1| / 2 (ddof=0)
-    #   algo_a: return (5+6)/2=5.5 and (8+10)/2=9 -> 7.25 +- 1.75; cost (4+2)/2=3 and (3+0)/2=1.5 -> 2.25 +- 0.75;
-    #           cumulative 40 and 32 -> 36 +- 4
-    #   algo_b: return (1+3)/2=2 and (2+5)/2=3.5 -> 2.75 +- 0.75; cost (20+10)/2=15 and (15+20)/2=17.5 -> 16.25 +- 1.25;
-    #           cumulative 80 and 85 -> 82.5 +- 2.5
+    # by hand, last 2 episodes of each run:
+    #   algo_a: return (5+6)/2=5.5 and (8+10)/2=9 -> 7.25; cost (4+2)/2=3 and (3+0)/2=1.5 -> 2.25;
+    #           cumulative 40 and 32 -> 36
+    #   algo_b: return (1+3)/2=2 and (2+5)/2=3.5 -> 2.75; cost (20+10)/2=15 and (15+20)/2=17.5 -> 16.25;
+    #           cumulative 80 and 85 -> 82.5
+    # With 2 seeds a resample's mean is the min, the mean or the max with probability 1/4, 1/2, 1/4, so the
+    # 2.5 % and 97.5 % percentiles of 10,000 resamples are the min and the max of the two seeds.
     rows = [line for line in tables[ENV].splitlines() if line.startswith("| algo_")]
     assert rows == [
-        "| algo_a | 2 | 400 | 7.25 ± 1.75 | 2.25 ± 0.75 | 36.00 ± 4.00 |",
-        "| algo_b | 2 | 400 | 2.75 ± 0.75 | 16.25 ± 1.25 | 82.50 ± 2.50 |",
+        "| algo_a | 2 | 400 | 7.25 [5.50, 9.00] | 2.25 [1.50, 3.00] | 36.00 [32.00, 40.00] |",
+        "| algo_b | 2 | 400 | 2.75 [2.00, 3.50] | 16.25 [15.00, 17.50] | 82.50 [80.00, 85.00] |",
     ]
+    assert "SHAPO" not in tables[ENV]  # no base/SHAPO pair among algo_a, algo_b
     assert tables[ENV] in capsys.readouterr().out
     assert table_file.read_text().strip() == tables[ENV].strip()
+
+
+def test_table_columns_state_seeds_steps_direction_and_bootstrap(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_constant_run(runs, "ppo_lag", seed, 1.0 + seed, 2.0, 10.0)
+        write_constant_run(runs, "ppo_lag_shapo", seed, 3.0 + seed, 1.0, 5.0)
+    table = plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs"), last_episodes=3))[ENV]
+    rows = table_rows(table)
+    assert rows["algorithm"] == ["seeds", "env steps", "final return ↑ (last 3 ep.)",
+                                 "final episodic cost ↓ (last 3 ep.)", "cumulative training cost ↓"]
+    assert rows["SHAPO − base"] == ["seeds (SHAPO / base)", "Δ final return (> 0: SHAPO better)",
+                                    "Δ final episodic cost (< 0: SHAPO better)",
+                                    "Δ cumulative training cost (< 0: SHAPO better)"]
+    assert rows["ppo_lag"][:2] == ["2", "400"] and rows["ppo_lag_shapo"][:2] == ["2", "400"]
+    assert rows["ppo_lag_shapo − ppo_lag"][0] == "2 / 2"
+    assert "95 % CI: percentile bootstrap over seeds, 10000 resamples, random_state=0" in table
+
+
+def test_interval_equals_scipy_bootstrap_and_contains_the_mean():
+    sample = [3.1, 4.7, 5.0, 6.2, 8.9, 2.4]
+    mean, (low, high) = plot.mean_interval(sample)
+    expected = scipy.stats.bootstrap((np.array(sample),), np.mean, **BOOTSTRAP).confidence_interval
+    assert mean == pytest.approx(np.mean(sample))
+    assert (low, high) == (expected.low, expected.high)
+    assert low < mean < high
+
+    shapo, base = [5.0, 7.5, 6.0, 9.0], [4.0, 6.5, 3.0, 5.5, 4.5]
+    diff, (low, high) = plot.difference_interval(shapo, base)
+    expected = scipy.stats.bootstrap((np.array(shapo), np.array(base)),
+                                     lambda x, y, axis: x.mean(axis) - y.mean(axis),
+                                     paired=False, **BOOTSTRAP).confidence_interval
+    assert diff == pytest.approx(np.mean(shapo) - np.mean(base))
+    assert (low, high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert low < diff < high
+
+
+def test_interval_narrows_as_seeds_agree():
+    sample = np.array([3.1, 4.7, 5.0, 6.2, 8.9, 2.4])
+    widths = []
+    for shrink in (1.0, 0.5, 0.1, 0.0):  # the seeds pulled towards their mean; 0: all equal
+        values = sample.mean() + shrink * (sample - sample.mean())
+        mean, (low, high) = plot.mean_interval(values)
+        assert low <= mean <= high
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2] > widths[3] == 0
+    assert plot.mean_interval([2.5, 2.5, 2.5]) == (2.5, (2.5, 2.5))
+    assert plot.difference_interval([3.0, 3.0], [1.0, 1.0]) == (2.0, (2.0, 2.0))
+
+
+def test_shapo_difference_sign_and_marker(tmp_path):
+    runs = tmp_path / "runs"
+    # ppo: SHAPO clearly better on all three (higher return, lower costs, no overlap between the seeds);
+    # trpo (with a suffix, as sweep.py --exp-name-suffix pid names them): the seeds overlap on all three.
+    values = {  # algorithm: per seed (final return, final cost, cumulative cost)
+        "ppo_lag": [(10, 20, 200), (11, 22, 210), (12, 21, 220), (13, 23, 205)],
+        "ppo_lag_shapo": [(20, 5, 100), (21, 6, 105), (22, 4, 95), (23, 5, 110)],
+        "trpo_lag_pid": [(10, 5, 100), (14, 9, 140), (12, 7, 120), (16, 3, 90)],
+        "trpo_lag_shapo_pid": [(11, 6, 110), (15, 4, 95), (9, 8, 130), (13, 2, 105)],
+    }
+    for algorithm, seeds in values.items():
+        for seed, (ret, cost, cumulative) in enumerate(seeds):
+            write_constant_run(runs, algorithm, seed, ret, cost, cumulative)
+    rows = table_rows(plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs")))[ENV])
+    assert [name for name in rows if "−" in name] == ["SHAPO − base", "ppo_lag_shapo − ppo_lag",
+                                                      "trpo_lag_shapo_pid − trpo_lag_pid"]
+
+    better = [parse_cell(cell) for cell in rows["ppo_lag_shapo − ppo_lag"][1:]]
+    assert [point for point, *_ in better] == [10.0, -16.5, -106.25]  # differences of the means by hand
+    (ret, ret_low, _, ret_mark), *costs = better
+    assert ret_low > 0 and ret_mark
+    assert all(high < 0 and mark for _, _, high, mark in costs)
+
+    overlap = [parse_cell(cell) for cell in rows["trpo_lag_shapo_pid − trpo_lag_pid"][1:]]
+    assert [point for point, *_ in overlap] == [-1.0, -1.0, -2.5]
+    assert all(low < 0 < high and not mark for _, low, high, mark in overlap)
+
+
+def test_one_seed_gives_mean_and_na(tmp_path):
+    runs = tmp_path / "runs"
+    write_constant_run(runs, "trpo_lag", 0, 4.0, 3.0, 30.0)
+    write_constant_run(runs, "trpo_lag_shapo", 0, 6.0, 1.0, 10.0)
+    write_constant_run(runs, "trpo_lag_shapo", 1, 8.0, 2.0, 20.0)
+    rows = table_rows(plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs")))[ENV])
+    assert rows["trpo_lag"] == ["1", "400", "4.00 [n/a]", "3.00 [n/a]", "30.00 [n/a]"]
+    assert rows["trpo_lag_shapo"] == ["2", "400", "7.00 [6.00, 8.00]", "1.50 [1.00, 2.00]", "15.00 [10.00, 20.00]"]
+    assert rows["trpo_lag_shapo − trpo_lag"] == ["2 / 1", "+3.00 [n/a]", "-1.50 [n/a]", "-15.00 [n/a]"]
+    assert plot.mean_interval([7.0]) == (7.0, None)
+
+
+def test_shapo_pairs_by_name():
+    names = ["algo_a", "ppo_lag", "ppo_lag_shapo", "trpo_lag_shapo", "trpo_lag_pid", "trpo_lag_shapo_pid"]
+    # trpo_lag_shapo has no trpo_lag here; algo_a has no SHAPO counterpart
+    assert plot.shapo_pairs(names) == [("ppo_lag", "ppo_lag_shapo"), ("trpo_lag_pid", "trpo_lag_shapo_pid")]
 
 
 def test_figure_is_a_valid_png(runs_dir, tmp_path):
