@@ -537,12 +537,14 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     }
     counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None}
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if checkpoint:
-        for name, part in parts.items():
-            part.load_state_dict(checkpoint[name])
+    if checkpoint:  # --eval-only needs the actor and the observation statistics alone
+        for name in ("actor", "normalizer") if args.eval_only else parts:
+            parts[name].load_state_dict(checkpoint[name])
         counters, run_dir = {key: checkpoint[key] for key in counters}, os.path.dirname(os.path.abspath(args.resume))
     # a resumed run first drops whatever the stopped one logged after its checkpoint
     writer = SummaryWriter(run_dir, purge_step=counters["global_step"] + 1 if checkpoint else None)
+    if not checkpoint:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     stop = []  # SIGINT (Ctrl-C) and SIGTERM add their name; the rollout then ends after its current step
     handlers = {sig: signal.signal(sig, lambda num, _: stop.append(signal.Signals(num).name)) for sig in (2, 15)}
     try:
