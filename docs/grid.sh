@@ -3,13 +3,13 @@
 # ran side by side), then their figures and tables (docs/*.png, docs/results.md; the PID
 # pair in docs/pid/):
 #   bash docs/grid.sh [out-dir]
-# Every run: default hyperparameters (SPEC), cost limit 25, 5 envs in one process (--vector-env
-# sync), one PyTorch thread, two runs at a time. --fast-reset changes no observation, reward or
-# cost (tests/test_environments.py); it only makes navigation-task resets fast.
+# Every run: default hyperparameters (SPEC), cost limit 25, 5 envs in one process, one PyTorch
+# thread, two runs at a time. Stopped (Ctrl-C) or cut off? Run it again: sweep.py skips the
+# finished runs and resumes the others from their checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-sweeps/grid}
-SWEEP="python sweep.py --threads-per-run 1 --out-dir $OUT --seeds 0 1 2 --vector-env sync --fast-reset"
+SWEEP="python sweep.py --threads-per-run 1 --out-dir $OUT --seeds 0 1 2"
 TRPO="--total-timesteps 200000"
 
 # TRPO-Lag vs SHAPO-TRPO-Lag, 200 000 steps on the navigation tasks
