@@ -270,21 +270,36 @@ def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
 def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float = 0.1) -> Callable:
     """g -> (F + damping I)^-1 g, exactly, for F the Fisher matrix of mean_kl at the actor's parameters
     on a minibatch `obs` [B, obs_dim] (SPEC §4, §7): the x that §5's 10 CG iterations approximate.
-    F = U^T U on the mean's parameters, U [B A, n_mean] the per-sample Jacobians of the mean with row
-    (b, a) scaled by 1 / (sigma_a sqrt(B A)), and 2 / A on each log std. By the Woodbury identity the
-    mean's part is (g - U^T (damping I + U U^T)^-1 U g) / damping: one [B A, B A] Cholesky solve.
-    Solving exactly instead of by CG is our reading [I]."""
-    batch, act_dim = obs.shape[0], actor.log_std.numel()
-    mean_of = torch.func.vmap(torch.func.jacrev(lambda p, o: torch.func.functional_call(actor.mean, p, (o,))), (None, 0))
-    jacobians = mean_of({name: p.detach() for name, p in actor.mean.named_parameters()}, obs).values()
-    u = torch.cat([j.reshape(batch, act_dim, -1) for j in jacobians], dim=2)  # [B, A, n_mean]
-    u = (u / (actor.log_std.detach().exp()[:, None] * math.sqrt(batch * act_dim))).reshape(batch * act_dim, -1)
-    cholesky = torch.linalg.cholesky(damping * torch.eye(len(u), dtype=u.dtype) + u @ u.T)
+    On the mean's parameters F = U^T U, U [B A, n_mean] the per-sample Jacobians of the mean with row
+    (b, a) scaled by 1 / (sigma_a sqrt(B A)); on each log std it is 2 / A. By the Woodbury identity the
+    mean's part is (g - U^T (damping I + U U^T)^-1 U g) / damping: a [B A, B A] solve. U is never formed:
+    row (b, a) of a Linear's block is delta[b, a] (x) input[b] (its weight) and delta[b, a] (its bias),
+    delta the backpropagated signal, so U U^T = sum over Linears of (Delta Delta^T) * (X X^T + 1) and
+    U g, U^T y are a few matmuls. Solving exactly instead of by CG is our reading [I]."""
+    batch, act_dim, linears = obs.shape[0], actor.log_std.numel(), list(actor.mean)[::2]
+    with torch.no_grad():
+        inputs = [obs]  # the input of each Linear
+        for linear in linears[:-1]:
+            inputs.append(torch.tanh(linear(inputs[-1])))
+        scale = 1.0 / (actor.log_std.exp() * math.sqrt(batch * act_dim))
+        deltas = [torch.diag(scale).expand(batch, act_dim, act_dim)]  # d(scaled mean_a)/d(output), [B, A, out]
+        for linear, hidden in zip(linears[:0:-1], inputs[:0:-1]):
+            deltas.insert(0, (deltas[0] @ linear.weight) * (1.0 - hidden * hidden)[:, None, :])
+        gram = sum(torch.einsum("bao,cdo,bc->bacd", d, d, x @ x.T + 1.0) for d, x in zip(deltas, inputs))
+        cholesky = torch.linalg.cholesky(gram.reshape(batch * act_dim, -1) + damping * torch.eye(batch * act_dim, dtype=obs.dtype))
+    sizes = [p.numel() for p in actor.parameters()]
 
-    def solve(g: torch.Tensor) -> torch.Tensor:  # g in the order of actor.parameters(): log_std, then the mean's
-        g_log_std, g_mean = g[:act_dim], g[act_dim:]
-        x_mean = (g_mean - u.T @ torch.cholesky_solve((u @ g_mean)[:, None], cholesky)[:, 0]) / damping
-        return torch.cat([g_log_std / (2.0 / act_dim + damping), x_mean])
+    @torch.no_grad()
+    def solve(g: torch.Tensor) -> torch.Tensor:  # g in actor.parameters()' order: log_std, then each Linear's W, b
+        pieces = [piece.view_as(p) for piece, p in zip(g.split(sizes), actor.parameters())]
+        weights, biases = pieces[1::2], pieces[2::2]
+        u_g = sum(torch.einsum("bao,bo->ba", d, x @ w.T + b) for d, x, w, b in zip(deltas, inputs, weights, biases))
+        y = torch.cholesky_solve(u_g.reshape(-1, 1), cholesky).reshape(batch, act_dim)
+        out = [pieces[0] / (2.0 / act_dim + damping)]
+        for d, x, w, b in zip(deltas, inputs, weights, biases):
+            yd = torch.einsum("ba,bao->bo", y, d)
+            out += [(w - yd.T @ x) / damping, (b - yd.sum(0)) / damping]
+        return torch.cat([piece.reshape(-1) for piece in out])
 
     return solve
 
