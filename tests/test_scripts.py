@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, SCRIPTS, SHAPO_SCRIPTS, load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -195,3 +196,19 @@ def test_common_parts_are_identical_in_the_four_scripts():
         assert len({top_level_sources(name)[key] for name in ("trpo_lag", "trpo_lag_shapo", "ppo_lag_shapo")}) == 1, key
     for key in ("shapo_gradient", "pessimism_radius", "sam_critic_loss"):
         assert len({top_level_sources(name)[key] for name in ("ppo_lag_shapo", "trpo_lag_shapo")}) == 1, key
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_networks_use_pytorch_default_initialisation(name):
+    """SPEC §2 (as the release and SafePO): nn.Linear's own initialisation, log std 0. Built from the
+    same seed, the actor's and a critic's layers equal freshly made nn.Linear layers."""
+    module = load(name)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        actor, critic = module.Actor(7, 3), module.mlp(7, 1)
+        torch.manual_seed(seed)
+        expected = [torch.nn.Linear(i, o) for i, o in ((7, 64), (64, 64), (64, 3), (7, 64), (64, 64), (64, 1))]
+        got = [layer for net in (actor.mean, critic) for layer in net if isinstance(layer, torch.nn.Linear)]
+        for layer, reference in zip(got, expected, strict=True):
+            assert torch.equal(layer.weight, reference.weight) and torch.equal(layer.bias, reference.bias)
+        assert torch.equal(actor.log_std, torch.zeros(3))

@@ -1,0 +1,88 @@
+"""Figure and table of the sensitivity study that docs/sensitivity.sh runs: SHAPO-TRPO-Lag's final
+return and cumulative training cost (on Walker2d-v4: falls) against delta_Down, one line per
+rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds.
+
+    python docs/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir docs/sensitivity
+
+Runs are recognised by their exp-name `..._d<delta_down>_rho<rho_critic>` (sweep.py --exp-name-suffix).
+"""
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import plot  # noqa: E402
+
+CONFIG = re.compile(r"_d(?P<delta>[^_]+)_rho(?P<rho>[^_]+)$")
+MEASURES = {"return": "final return (last episodes)", "cumulative_cost": "cumulative training cost"}
+
+
+@dataclass
+class Args:
+    runs_dir: str = "sweeps/sensitivity/runs"
+    """folder holding the runs of docs/sensitivity.sh"""
+    out_dir: str = "docs/sensitivity"
+    """where sensitivity.png and results.md go"""
+    last_episodes: int = 20
+    """final return: mean over each run's last this many episodes"""
+
+
+def main(args: Args) -> None:
+    groups = {}  # (rho, delta) -> runs
+    for path in plot.find_run_dirs(Path(args.runs_dir)):
+        match = CONFIG.search(plot.RUN_NAME.match(path.name)["exp_name"])
+        run = plot.load_run(path, args.last_episodes) if match else None
+        if run is not None:
+            groups.setdefault((float(match["rho"]), float(match["delta"])), []).append(run)
+    if not groups:
+        sys.exit(f"sensitivity.py: error: no runs named ..._d<delta>_rho<rho> under {args.runs_dir}")
+    deltas = sorted({delta for _, delta in groups})
+    positions = {delta: i for i, delta in enumerate(deltas)}  # evenly spaced: 0 sits beside the powers of ten
+    steps = sorted({int(run.epoch_steps[-1]) for runs in groups.values() for run in runs})
+    lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {', '.join(map(str, steps))} steps per run; mean over seeds "
+             f"[95 % percentile-bootstrap interval over seeds, plot.py]; final return over the last {args.last_episodes} episodes.",
+             "", "| rho_critic | delta_Down | seeds | final return | cumulative training cost |", "|-|-|-|-|-|"]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for rho in sorted({rho for rho, _ in groups}):
+        cells = {key: [] for key in MEASURES}
+        for delta in deltas:
+            runs = groups.get((rho, delta), [])
+            row = []
+            for key in MEASURES:
+                point, interval = plot.mean_interval([run.final[key] for run in runs]) if runs else (np.nan, None)
+                cells[key].append((positions[delta], point, interval))
+                row.append(plot.format_interval(point, interval))
+            if runs:
+                lines.append(f"| {rho:g} | {delta:g} | {len(runs)} | {row[0]} | {row[1]} |")
+        for axis, key in zip(axes, MEASURES):
+            x, y, interval = zip(*[cell for cell in cells[key] if not np.isnan(cell[1])])
+            low = [i[0] if i else p for p, i in zip(y, interval)]
+            high = [i[1] if i else p for p, i in zip(y, interval)]
+            axis.plot(x, y, marker="o", label=f"rho_critic = {rho:g}")
+            axis.fill_between(x, low, high, alpha=0.2)
+    for axis, key in zip(axes, MEASURES):
+        axis.set_xticks(range(len(deltas)), [f"{delta:g}" for delta in deltas])
+        axis.set_xlabel("delta_Down")
+        axis.set_title(MEASURES[key])
+        axis.legend()
+    figure.suptitle("SHAPO-TRPO-Lag, Walker2d-v4: mean over seeds, 95 % bootstrap interval")
+    figure.tight_layout()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out / "sensitivity.png", dpi=120)
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out / 'sensitivity.png'} and {out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
