@@ -4,7 +4,8 @@ rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds.
 
     python docs/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir docs/sensitivity
 
-Runs are recognised by their exp-name `..._d<delta_down>_rho<rho_critic>` (sweep.py --exp-name-suffix).
+Runs are recognised by their exp-name `..._delta<delta_down>-rho<rho_critic>`, the rho's '.' written 'p'
+(sweep.py --exp-name-suffix takes letters, digits and '-').
 """
 
 import re
@@ -22,7 +23,7 @@ import tyro  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import plot  # noqa: E402
 
-CONFIG = re.compile(r"_d(?P<delta>[^_]+)_rho(?P<rho>[^_]+)$")
+CONFIG = re.compile(r"_delta(?P<delta>[0-9e.-]+)-rho(?P<rho>[0-9p]+)$")
 MEASURES = {"return": "final return (last episodes)", "cumulative_cost": "cumulative training cost"}
 
 
@@ -34,6 +35,8 @@ class Args:
     """where sensitivity.png and results.md go"""
     last_episodes: int = 20
     """final return: mean over each run's last this many episodes"""
+    steps: int = 100_000
+    """read every run up to this step (runs resumed past it are cut back to it)"""
 
 
 def main(args: Args) -> None:
@@ -41,14 +44,18 @@ def main(args: Args) -> None:
     for path in plot.find_run_dirs(Path(args.runs_dir)):
         match = CONFIG.search(plot.RUN_NAME.match(path.name)["exp_name"])
         run = plot.load_run(path, args.last_episodes) if match else None
-        if run is not None:
-            groups.setdefault((float(match["rho"]), float(match["delta"])), []).append(run)
+        if run is not None and run.epoch_steps[-1] >= args.steps:
+            episodes, epochs = run.episode_steps <= args.steps, run.epoch_steps <= args.steps
+            run.episode_steps, run.episode_return, run.episode_cost = (a[episodes] for a in
+                                                                        (run.episode_steps, run.episode_return, run.episode_cost))
+            run.epoch_steps, run.cumulative_cost = run.epoch_steps[epochs], run.cumulative_cost[epochs]
+            run.final = plot.final_values(run, args.last_episodes)
+            groups.setdefault((float(match["rho"].replace("p", ".")), float(match["delta"])), []).append(run)
     if not groups:
-        sys.exit(f"sensitivity.py: error: no runs named ..._d<delta>_rho<rho> under {args.runs_dir}")
+        sys.exit(f"sensitivity.py: error: no runs named ..._delta<delta>-rho<rho> under {args.runs_dir}")
     deltas = sorted({delta for _, delta in groups})
     positions = {delta: i for i, delta in enumerate(deltas)}  # evenly spaced: 0 sits beside the powers of ten
-    steps = sorted({int(run.epoch_steps[-1]) for runs in groups.values() for run in runs})
-    lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {', '.join(map(str, steps))} steps per run; mean over seeds "
+    lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {args.steps} steps per run; mean over seeds "
              f"[95 % percentile-bootstrap interval over seeds, plot.py]; final return over the last {args.last_episodes} episodes.",
              "", "| rho_critic | delta_Down | seeds | final return | cumulative training cost |", "|-|-|-|-|-|"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -74,7 +81,7 @@ def main(args: Args) -> None:
         axis.set_xlabel("delta_Down")
         axis.set_title(MEASURES[key])
         axis.legend()
-    figure.suptitle("SHAPO-TRPO-Lag, Walker2d-v4: mean over seeds, 95 % bootstrap interval")
+    figure.suptitle(f"SHAPO-TRPO-Lag, Walker2d-v4, {args.steps} steps: mean over seeds, 95 % bootstrap interval")
     figure.tight_layout()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
