@@ -1,6 +1,9 @@
 """Figure and table of the sensitivity study that docs/sensitivity.sh runs: SHAPO-TRPO-Lag's final
 return and cumulative training cost (on Walker2d-v4: falls) against delta_Down, one line per
-rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds.
+rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds. Runs of one seed share
+their initial policy and first rollout whatever delta_Down is, so the table also gives each measure's
+difference to delta_Down = 0 (same rho_critic) paired by seed: the mean of the per-seed differences
+with a bootstrap interval over seeds.
 
     python docs/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir docs/sensitivity
 
@@ -25,6 +28,7 @@ import plot  # noqa: E402
 
 CONFIG = re.compile(r"_delta(?P<delta>[0-9e.-]+)-rho(?P<rho>[0-9p]+)$")
 MEASURES = {"return": "final return (last episodes)", "cumulative_cost": "cumulative training cost"}
+PANELS = (("return", False), ("cumulative_cost", False), ("cumulative_cost", True))  # (measure, paired difference)
 
 
 @dataclass
@@ -57,29 +61,33 @@ def main(args: Args) -> None:
     positions = {delta: i for i, delta in enumerate(deltas)}  # evenly spaced: 0 sits beside the powers of ten
     lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {args.steps} steps per run; mean over seeds "
              f"[95 % percentile-bootstrap interval over seeds, plot.py]; final return over the last {args.last_episodes} episodes.",
-             "", "| rho_critic | delta_Down | seeds | final return | cumulative training cost |", "|-|-|-|-|-|"]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+             "", "| rho_critic | delta_Down | seeds | final return | cumulative training cost "
+             "| Δ return vs delta_Down 0 (same seed) | Δ cumulative cost vs delta_Down 0 (same seed) |", "|-|-|-|-|-|-|-|"]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for rho in sorted({rho for rho, _ in groups}):
-        cells = {key: [] for key in MEASURES}
+        cells = {panel: [] for panel in PANELS}
+        base = {run.seed: run for run in groups.get((rho, 0.0), [])}
         for delta in deltas:
-            runs = groups.get((rho, delta), [])
-            row = []
-            for key in MEASURES:
-                point, interval = plot.mean_interval([run.final[key] for run in runs]) if runs else (np.nan, None)
-                cells[key].append((positions[delta], point, interval))
-                row.append(plot.format_interval(point, interval))
+            runs, row = groups.get((rho, delta), []), {}
+            for key, paired in PANELS + (("return", True),):
+                values = [run.final[key] - base[run.seed].final[key] if paired else run.final[key]
+                          for run in runs if not paired or run.seed in base]
+                point, interval = plot.mean_interval(values) if values else (np.nan, None)
+                cells.setdefault((key, paired), []).append((positions[delta], point, interval))
+                row[key, paired] = plot.format_interval(point, interval, signed=paired) if values and (delta or not paired) else ""
             if runs:
-                lines.append(f"| {rho:g} | {delta:g} | {len(runs)} | {row[0]} | {row[1]} |")
-        for axis, key in zip(axes, MEASURES):
-            x, y, interval = zip(*[cell for cell in cells[key] if not np.isnan(cell[1])])
+                cols = [row["return", False], row["cumulative_cost", False], row["return", True], row["cumulative_cost", True]]
+                lines.append(f"| {rho:g} | {delta:g} | {len(runs)} | " + " | ".join(cols) + " |")
+        for axis, panel in zip(axes, PANELS):
+            x, y, interval = zip(*[cell for cell in cells[panel] if not np.isnan(cell[1])])
             low = [i[0] if i else p for p, i in zip(y, interval)]
             high = [i[1] if i else p for p, i in zip(y, interval)]
             axis.plot(x, y, marker="o", label=f"rho_critic = {rho:g}")
             axis.fill_between(x, low, high, alpha=0.2)
-    for axis, key in zip(axes, MEASURES):
+    for axis, (key, paired) in zip(axes, PANELS):
         axis.set_xticks(range(len(deltas)), [f"{delta:g}" for delta in deltas])
         axis.set_xlabel("delta_Down")
-        axis.set_title(MEASURES[key])
+        axis.set_title(f"{MEASURES[key]}{': minus delta_Down 0, same seed' if paired else ''}")
         axis.legend()
     figure.suptitle(f"SHAPO-TRPO-Lag, Walker2d-v4, {args.steps} steps: mean over seeds, 95 % bootstrap interval")
     figure.tight_layout()
