@@ -15,7 +15,7 @@ python sweep.py --scripts trpo_lag $FLAGS --out-dir "$OUT/new" &
 python "$OLD/sweep.py" --python "$(command -v python)" --scripts trpo_lag $FLAGS --out-dir "$OUT/old" &
 wait
 git worktree remove --force "$OLD"
-python - "$OUT" <<'PY'
+python - "$OUT" <<'PY' | tee docs/init_falls.md
 import sys
 from pathlib import Path
 import numpy as np
