@@ -87,7 +87,7 @@ def main(args: Args) -> None:
     for axis, (key, paired) in zip(axes, PANELS):
         axis.set_xticks(range(len(deltas)), [f"{delta:g}" for delta in deltas])
         axis.set_xlabel("delta_Down")
-        axis.set_title(f"{MEASURES[key]}{': minus delta_Down 0, same seed' if paired else ''}")
+        axis.set_title(f"{'Δ ' if paired else ''}{MEASURES[key]}{' vs delta_Down 0, same seed' if paired else ''}", fontsize=10)
         axis.legend()
     figure.suptitle(f"SHAPO-TRPO-Lag, Walker2d-v4, {args.steps} steps: mean over seeds, 95 % bootstrap interval")
     figure.tight_layout()
