@@ -220,8 +220,7 @@ class Lagrange:
     """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (SPEC §2)."""
 
     def __init__(self, cost_limit: float, init: float, lr: float):
-        self.cost_limit, self.value = cost_limit, float(init)
-        self.multiplier = torch.tensor(float(init), requires_grad=True)
+        self.cost_limit, self.value, self.multiplier = cost_limit, float(init), torch.tensor(float(init), requires_grad=True)
         self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
 
     def update(self, mean_episode_cost: float) -> None:
@@ -355,18 +354,19 @@ def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_st
             action = dist.sample()
         next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
         normalizer.update(next_obs)
+        next_obs = normalizer(next_obs)
         reached = next_obs.copy()
         for i in np.flatnonzero(truncated):
-            reached[i] = info["final_observation"][i]
+            reached[i] = normalizer(info["final_observation"][i])
         done = terminated | truncated
-        step = (obs, action, dist.log_prob(action).sum(-1), normalizer(reached), reward, cost, terminated, done)
+        step = (obs, action, dist.log_prob(action).sum(-1), reached, reward, cost, terminated, done)
         for key, value in zip(keys, step):
             data[key].append(np.asarray(value, dtype=np.float32))
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
             episodes.append((t, *episode_sums[:, i].tolist()))
             episode_sums[:, i] = 0.0
-        obs = normalizer(next_obs)
+        obs = next_obs
         if stop:
             break
     return {key: torch.from_numpy(np.stack(values)) for key, values in data.items()}, obs, episodes
@@ -438,7 +438,9 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
         if args.eval_only:
             evaluate(parts, args, writer, run_dir, counters["global_step"])
         else:
-            train(args, envs, envs.reset(seed=seed)[0], parts, counters, writer, run_dir, stop)
+            obs, _ = envs.reset(seed=seed)
+            parts["normalizer"].update(obs)
+            train(args, envs, parts["normalizer"](obs), parts, counters, writer, run_dir, stop)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -448,12 +450,10 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
 
 
 def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer: SummaryWriter, run_dir: str, stop: list):
-    """The epochs from counters["epoch"] on, from the envs' first raw observations `obs` [N, obs_dim]:
+    """The epochs from counters["epoch"] on, from the envs' first normalised observations `obs` [N, obs_dim]:
     rollout, Lagrange multiplier, advantages, update, logging, checkpoint, evaluation (SPEC §2, §9)."""
     num_epochs, checkpoint_path = args.total_timesteps // args.steps_per_epoch, os.path.join(run_dir, "checkpoint.pt")
     lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
-    parts["normalizer"].update(obs)
-    obs = parts["normalizer"](obs)
 
     def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at
         states = copy.deepcopy({name: part.state_dict() for name, part in parts.items()})
