@@ -125,12 +125,13 @@ class FallCost(gym.Wrapper):
 
 
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
-    """One safety environment, its actions rescaled and clipped to [-1, 1] (SPEC §2)."""
+    """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
+    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (SPEC §2)."""
     if env_id in FALL_COST_ENVS:
         env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     else:
         env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
-    return gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
+    return gym.experimental.wrappers.RescaleActionV0(env, np.float32(-1.0), np.float32(1.0))
 
 
 def set_skybox(plain: bool) -> None:
@@ -263,9 +264,8 @@ def ppo_update(parts: dict, batch: dict, args: Args) -> dict:
                 optimizer.zero_grad()
             reward_loss = critic_loss(reward_critic, obs, batch["target_reward"][mb], args.critic_l2_coef)
             cost_loss = critic_loss(cost_critic, obs, batch["target_cost"][mb], args.critic_l2_coef)
-            (reward_loss + cost_loss).backward()
             surrogate = ppo_surrogate(actor(obs), batch["act"][mb], batch["logp"][mb], batch["adv"][mb], args.clip_coef)
-            (-surrogate).backward()
+            (reward_loss + cost_loss - surrogate).backward()
             if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
                 raise FloatingPointError("gradient of the actor and critics")
             for optimizer in optimizers:

@@ -137,12 +137,13 @@ class FallCost(gym.Wrapper):
 
 
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
-    """One safety environment, its actions rescaled and clipped to [-1, 1] (SPEC §2)."""
+    """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
+    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (SPEC §2)."""
     if env_id in FALL_COST_ENVS:
         env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     else:
         env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
-    return gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
+    return gym.experimental.wrappers.RescaleActionV0(env, np.float32(-1.0), np.float32(1.0))
 
 
 def set_skybox(plain: bool) -> None:

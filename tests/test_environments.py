@@ -38,6 +38,27 @@ def test_fall_cost_is_paid_on_the_step_that_ends_the_episode():
     assert sum(cost for _, _, cost, _ in episodes) == data["terminated"].sum().item()
 
 
+@pytest.mark.parametrize("env_id", ["Walker2d-v4", "SafetyHumanoidVelocity-v1"])
+def test_actions_are_rescaled_but_not_clipped(env_id):
+    """An action beyond [-1, 1] reaches the task scaled, not clipped, as in OmniSafe and SafePO: MuJoCo
+    clamps the control, so the next state equals that of the in-range action a / |a| scaled to the
+    action box, while the task's control cost is charged on the action as given."""
+    outcomes = []
+    for scale in (1.0, 3.0):
+        env = module.make_env(env_id)
+        env.reset(seed=0)
+        action = scale * np.ones(env.action_space.shape, dtype=np.float32)
+        obs, reward, *_ = env.step(action)
+        low, high = env.unwrapped.action_space.low, env.unwrapped.action_space.high
+        expected_ctrl_cost = env.unwrapped._ctrl_cost_weight * np.sum(np.square(low + (action + 1.0) * (high - low) / 2))
+        outcomes.append((obs, reward, expected_ctrl_cost))
+        env.close()
+    (obs_in, reward_in, ctrl_in), (obs_out, reward_out, ctrl_out) = outcomes
+    np.testing.assert_allclose(obs_out, obs_in)
+    assert ctrl_out > ctrl_in
+    np.testing.assert_allclose(reward_in - reward_out, ctrl_out - ctrl_in, rtol=1e-5)
+
+
 def test_episode_statistics_equal_a_replay_on_a_single_env():
     """SafetyPointGoal1-v0, 40-step episodes straddling the epoch ends: the return and cost the rollout
     reports for each episode (what is logged) equal the sums of the rewards and costs of the same
