@@ -1,6 +1,6 @@
 """Plot: learning curves, safety during training and a return-cost Pareto view of finished runs.
 
-    python plot.py --runs-dir runs --out-dir docs --table docs/results.md
+    python plot.py --runs-dir runs --out-dir docs/evidence --table docs/evidence/results.md
 
 Reads the TensorBoard event files of every run folder <env-id>__<exp-name>__<seed>__<unix-time>
 found under --runs-dir (at any depth) with TensorBoard's EventAccumulator, groups the runs by env id
