@@ -190,12 +190,13 @@ def check_args(args: Args, extra: List[str]) -> None:
 
 
 def make_jobs(args: Args) -> List[Job]:
-    """The grid in the order scripts x env ids x seeds (seed varies fastest)."""
+    """The grid in the order env ids x seeds x scripts (script varies fastest), so that what finishes
+    first is useful on its own: a base and its SHAPO twin on the same task and seed."""
     return [
         Job(script.removesuffix(".py"), env_id, seed)
-        for script in args.scripts
         for env_id in args.env_ids
         for seed in args.seeds
+        for script in args.scripts
     ]
 
 

@@ -94,6 +94,9 @@ def test_finished_grid_is_skipped(tiny_grid, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = progress_lines(result.stdout)
     assert len(lines) == 4 and all(line["finished"] == "400" for line in lines)
+    # in grid order, a script and its twin side by side per seed, so a grid cut short still holds pairs
+    order = [(s, seed) for seed in "01" for s in ("ppo_lag", "trpo_lag_shapo")]
+    assert [(line["script"], line["seed"]) for line in lines] == order
     assert sorted(line["folder"] for line in lines) == [p.name for p in run_dirs(tmp_path)]
     assert folder_state(tmp_path) == before  # nothing ran: no new folder, event file, checkpoint or log line
     assert result.stdout.strip().splitlines()[-1].startswith("sweep: all 4 runs finished")
