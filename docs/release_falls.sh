@@ -5,11 +5,11 @@
 # (four epochs of 20 000 steps in 5 envs, the defaults of both; cost limit 10 as in the release's
 # commands), then docs/release_falls.md. One run at a time, one thread each. Needs network for the
 # release and its venv (our requirements plus wandb and joblib).
-#   bash docs/release_falls.sh [out-dir]
+#   [SEEDS="10 11"] bash docs/release_falls.sh [out-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-sweeps/release_falls}
-SEEDS="0 1 2 3 4 5 6 7 8 9"
+SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
 if [ ! -d "$OUT/release" ]; then
   git clone -q --branch safepo https://github.com/montrealrobotics/shapo "$OUT/release"
   git -C "$OUT/release" checkout -q 1bb770437bbbe40a89938661343744243e164bf9

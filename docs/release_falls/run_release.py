@@ -4,9 +4,8 @@ Usage: RELEASE_SRC=<release source tree> python run_release.py <falls_csv> -- <a
 (docs/release_falls.sh runs it; the release needs wandb and joblib besides our requirements)
 
 What this runner adds around the release script (none of it touches the algorithm):
-1. The safety_gymnasium 1.0.0 import shim of trpo_lag.py (numpy-array dataclass
-   defaults become default_factory during the import only), so `import safety_gymnasium`
-   works on Python 3.11.
+1. The safety_gymnasium 1.0.0 import shim of trpo_lag.py, by importing trpo_lag, so that
+   `import safety_gymnasium` works on Python 3.11; its submodules then import without it.
 2. torch.set_num_threads is pinned to 1 (the release calls torch.set_num_threads(4); this
    machine's CPU is shared). Thread count does not change the algorithm.
 3. An observation-only tally of every finished episode: gymnasium's AsyncVectorEnv, as seen
@@ -20,42 +19,18 @@ What this runner adds around the release script (none of it touches the algorith
    <falls_csv>.release_totalcost.csv at each dump_tabular, as a cross-check of 3.
 """
 import csv
-import dataclasses
 import os
 import runpy
 import sys
-from functools import partial
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-# --- 1. the import shim (identical logic to trpo_lag.py's import_safety_gymnasium) ---
-plain_dataclass = dataclasses.dataclass
-
-
-def numpy_safe_dataclass(cls=None, /, **kwargs):
-    if cls is None:
-        return partial(numpy_safe_dataclass, **kwargs)
-    for name in cls.__dict__.get("__annotations__", {}):
-        if isinstance(default := cls.__dict__.get(name), np.ndarray):
-            setattr(cls, name, dataclasses.field(default_factory=default.copy))
-    return plain_dataclass(cls, **kwargs)
-
-
-dataclasses.dataclass = numpy_safe_dataclass
-import safety_gymnasium  # noqa: E402
-import safety_gymnasium.wrappers  # noqa: E402,F401
-import safety_gymnasium.vector.async_vector_env  # noqa: E402,F401
-try:  # imported by safepo.common.wrappers; import under the shim as well
-    from safety_gymnasium.tasks.safe_multi_agent.safe_mujoco_multi import SafeMAEnv  # noqa: F401
-except ImportError:
-    try:
-        from safety_gymnasium.tasks.safe_multi_agent.tasks.velocity.safe_mujoco_multi import SafeMAEnv  # noqa: F401
-    except ImportError:
-        pass
-dataclasses.dataclass = plain_dataclass
+# --- 1. the import shim: importing trpo_lag imports safety_gymnasium through it ---
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import trpo_lag  # noqa: E402,F401
 
 # --- 2. one torch thread ---
 import torch  # noqa: E402
