@@ -3,11 +3,13 @@
 # (montrealrobotics/shapo, branch safepo, commit 1bb7704, safepo/single_agent/trpo_pid.py, run unchanged
 # by docs/release_falls/run_release.py) and in trpo_lag.py --lagrangian pid, seeds 0-9, 80 000 steps each
 # (four epochs of 20 000 steps in 5 envs, the defaults of both; cost limit 10 as in the release's
-# commands), then docs/release_falls.md. One run at a time, one thread each. Needs network for the
+# commands), and trpo_lag.py once more from the release's initial weights (release_init.py), then
+# docs/release_falls.md. One run at a time, one thread each. Needs network for the
 # release and its venv (our requirements plus wandb and joblib).
 #   [SEEDS="10 11"] bash docs/release_falls.sh [out-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 OUT=${1:-sweeps/release_falls}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
 if [ ! -d "$OUT/release" ]; then
@@ -29,4 +31,10 @@ for seed in $SEEDS; do
 done
 python sweep.py --scripts trpo_lag --env-ids Walker2d-v4 --seeds $SEEDS --workers 1 --threads-per-run 1 --out-dir "$OUT" \
   --total-timesteps 80000 --lagrangian pid --cost-limit 10 --exp-name-suffix pid
+# ours again, from the release's initial weights for each seed (needs the release's venv for its model)
+for seed in $SEEDS; do
+  grep -qs "^epoch 4/4" "$OUT/release_init_seed$seed.log" && continue
+  (cd "$OUT" && OMP_NUM_THREADS=1 RELEASE_SRC=release venv/bin/python "$ROOT/docs/release_falls/release_init.py" "$seed" \
+    > "release_init_seed$seed.log" 2>&1)
+done
 python docs/release_falls/compare.py --out-dir "$OUT" | tee docs/release_falls.md
