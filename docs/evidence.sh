@@ -3,7 +3,7 @@
 # on its own: about 12 core-hours in all. Run it in slices, e.g. `timeout 2h bash docs/evidence.sh`, and
 # again until it ends: sweep.py skips finished runs and resumes the others from their checkpoints.
 #   [WORKERS=16] bash docs/evidence.sh [out-dir]
-# Slice 1 (Walker2d-v4) is what ran for the README's results; the rest has not run yet.
+# Slice 1 (Walker2d-v4; SafetyPointGoal1-v0 seed 0) and slice 2 are what ran for the README's results; the rest has not run yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-sweeps/evidence}
@@ -27,3 +27,4 @@ $SWEEP --scripts ppo_lag ppo_lag_shapo --env-ids SafetyPointGoal1-v0 Walker2d-v4
   --total-timesteps 500000 --cost-limit 10 --exp-name-suffix paper --save-every 1
 # figures and tables (95 % bootstrap intervals; SHAPO minus base per pair)
 python plot.py --runs-dir "$OUT/runs" --out-dir docs/evidence --table docs/evidence/results.md --last-episodes 20
+python docs/omnisafe1m.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe1m.md  # slice 2 beside the published numbers

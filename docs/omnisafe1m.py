@@ -1,0 +1,79 @@
+"""Our PPO-Lag and TRPO-Lag on OmniSafe's 1M-step recipe beside OmniSafe's published numbers (issue 10,
+point 2): the runs of docs/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m, trpo_lag_omnisafe1m).
+
+    python docs/omnisafe1m.py --runs-dir sweeps/evidence/runs --table docs/evidence/omnisafe1m.md
+
+Per algorithm and task, mean ± std over seeds (numpy's std, ddof=0) of: the final deterministic
+evaluation (10 episodes of the Gaussian's mean at the last step: eval/mean_return, eval/mean_cost),
+and the last --last-episodes training episodes (plot.py's final values). Only runs that reached
+--steps count. The published numbers are the PPOLag(1M) and TRPOLag(1M) tables of OmniSafe's
+benchmarks/on-policy/README.md at commit 65ed5cab (2023-04-19); that README does not say whether they
+come from training or evaluation episodes, nor which std.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import plot  # noqa: E402
+
+# (algorithm, task) -> ((return mean, std), (cost mean, std)), OmniSafe 65ed5cab
+PUBLISHED = {
+    ("ppo_lag", "SafetyHopperVelocity-v1"): ((1630.06, 253.7), (28.31, 25.87)),
+    ("ppo_lag", "SafetyWalker2dVelocity-v1"): ((2256.96, 944.06), (25.47, 17.36)),
+    ("trpo_lag", "SafetyHopperVelocity-v1"): ((1013.93, 18.01), (1.63, 2.31)),
+    ("trpo_lag", "SafetyWalker2dVelocity-v1"): ((1821.26, 98.57), (0.0, 0.0)),
+}
+
+
+@dataclass
+class Args:
+    runs_dir: str = "sweeps/evidence/runs"
+    """folder searched (recursively) for the runs"""
+    table: Optional[str] = None
+    """also write the Markdown table to this file"""
+    steps: int = 1_024_000
+    """only runs whose last epoch reached this step"""
+    last_episodes: int = 20
+    """training values: mean over each run's last this many episodes"""
+
+
+def spread(values) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
+def main(args: Args) -> None:
+    rows = {}  # (algorithm, task) -> [(eval return, eval cost, train return, train cost)] over seeds
+    for path in plot.find_run_dirs(Path(args.runs_dir)):
+        run = plot.load_run(path, args.last_episodes)
+        if run is None or not run.algorithm.endswith("_omnisafe1m") or run.epoch_steps[-1] < args.steps:
+            continue
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        events.Reload()
+        if "eval/mean_return" not in events.Tags()["scalars"]:
+            continue
+        evaluation = [events.Scalars(f"eval/mean_{key}")[-1].value for key in ("return", "cost")]
+        key = (run.algorithm.removesuffix("_omnisafe1m"), run.env_id)
+        rows.setdefault(key, []).append((*evaluation, run.final["return"], run.final["cost"]))
+    if not rows:
+        sys.exit(f"omnisafe1m.py: error: no finished *_omnisafe1m runs with an evaluation under {args.runs_dir}")
+    lines = ["| algorithm | task | seeds | return: OmniSafe | eval. | training | cost: OmniSafe | eval. | training |",
+             "|-|-|-|-|-|-|-|-|-|"]
+    for (algorithm, task), values in sorted(rows.items()):
+        values = np.array(values)
+        (ret, ret_std), (cost, cost_std) = PUBLISHED.get((algorithm, task), ((np.nan,) * 2,) * 2)
+        lines.append(f"| {algorithm} | {task} | {len(values)} | {ret:.1f} ± {ret_std:.1f} | {spread(values[:, 0])} | "
+                     f"{spread(values[:, 2])} | {cost:.1f} ± {cost_std:.1f} | {spread(values[:, 1])} | {spread(values[:, 3])} |")
+    print("\n".join(lines))
+    if args.table:
+        Path(args.table).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
