@@ -51,8 +51,10 @@ def spread(values) -> str:
 def main(args: Args) -> None:
     rows = {}  # (algorithm, task) -> [(eval return, eval cost, train return, train cost)] over seeds
     for path in plot.find_run_dirs(Path(args.runs_dir)):
+        if not plot.RUN_NAME.match(path.name)["exp_name"].endswith("_omnisafe1m"):
+            continue  # other slices of the grid
         run = plot.load_run(path, args.last_episodes)
-        if run is None or not run.algorithm.endswith("_omnisafe1m") or run.epoch_steps[-1] < args.steps:
+        if run is None or run.epoch_steps[-1] < args.steps:
             continue
         events = EventAccumulator(str(path), size_guidance={"scalars": 0})
         events.Reload()
