@@ -1,5 +1,6 @@
 """Our PPO-Lag and TRPO-Lag on OmniSafe's 1M-step recipe beside OmniSafe's published numbers (issue 10,
-point 2): the runs of docs/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m, trpo_lag_omnisafe1m).
+point 2): the runs of docs/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m, trpo_lag_omnisafe1m),
+and those of docs/omnisafe_ablation.py (exp-names <algorithm>_omnisafe1m_<variant>, one row per variant).
 
     python docs/omnisafe1m.py --runs-dir sweeps/evidence/runs --table docs/evidence/omnisafe1m.md
 
@@ -11,6 +12,7 @@ benchmarks/on-policy/README.md at commit 65ed5cab (2023-04-19); that README does
 come from training or evaluation episodes, nor which std.
 """
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import plot  # noqa: E402
 
+OURS = re.compile(r"^(?P<algorithm>ppo_lag|trpo_lag)_omnisafe1m(?:_(?P<variant>\w+))?$")
 # (algorithm, task) -> ((return mean, std), (cost mean, std)), OmniSafe 65ed5cab
 PUBLISHED = {
     ("ppo_lag", "SafetyHopperVelocity-v1"): ((1630.06, 253.7), (28.31, 25.87)),
@@ -51,7 +54,7 @@ def spread(values) -> str:
 def main(args: Args) -> None:
     rows = {}  # (algorithm, task) -> [(eval return, eval cost, train return, train cost)] over seeds
     for path in plot.find_run_dirs(Path(args.runs_dir)):
-        if not plot.RUN_NAME.match(path.name)["exp_name"].endswith("_omnisafe1m"):
+        if not (name := OURS.match(plot.RUN_NAME.match(path.name)["exp_name"])):
             continue  # other slices of the grid
         run = plot.load_run(path, args.last_episodes)
         if run is None or run.epoch_steps[-1] < args.steps:
@@ -61,16 +64,17 @@ def main(args: Args) -> None:
         if "eval/mean_return" not in events.Tags()["scalars"]:
             continue
         evaluation = [events.Scalars(f"eval/mean_{key}")[-1].value for key in ("return", "cost")]
-        key = (run.algorithm.removesuffix("_omnisafe1m"), run.env_id)
+        key = (name["algorithm"], run.env_id, name["variant"] or "")
         rows.setdefault(key, []).append((*evaluation, run.final["return"], run.final["cost"]))
     if not rows:
-        sys.exit(f"omnisafe1m.py: error: no finished *_omnisafe1m runs with an evaluation under {args.runs_dir}")
+        sys.exit(f"omnisafe1m.py: error: no finished *_omnisafe1m* runs with an evaluation under {args.runs_dir}")
     lines = ["| algorithm | task | seeds | return: OmniSafe | eval. | training | cost: OmniSafe | eval. | training |",
              "|-|-|-|-|-|-|-|-|-|"]
-    for (algorithm, task), values in sorted(rows.items()):
+    for (algorithm, task, variant), values in sorted(rows.items()):
         values = np.array(values)
         (ret, ret_std), (cost, cost_std) = PUBLISHED.get((algorithm, task), ((np.nan,) * 2,) * 2)
-        lines.append(f"| {algorithm} | {task} | {len(values)} | {ret:.1f} ± {ret_std:.1f} | {spread(values[:, 0])} | "
+        label = f"{algorithm} + {variant}" if variant else algorithm
+        lines.append(f"| {label} | {task} | {len(values)} | {ret:.1f} ± {ret_std:.1f} | {spread(values[:, 0])} | "
                      f"{spread(values[:, 2])} | {cost:.1f} ± {cost_std:.1f} | {spread(values[:, 1])} | {spread(values[:, 3])} |")
     print("\n".join(lines))
     if args.table:

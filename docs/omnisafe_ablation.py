@@ -1,0 +1,97 @@
+"""trpo_lag.py with some of OmniSafe's TRPOLag settings of its 1M-step recipe switched on (issue 10,
+point 2): which of them makes OmniSafe's TRPO-Lag end far below the cost limit where ours ends at it?
+
+    cd sweeps/ablation && python ../../docs/omnisafe_ablation.py --ablation cost-norm jc-window -- \
+        --env-id SafetyHopperVelocity-v1 --num-envs 2 --steps-per-epoch 2048 --total-timesteps 1024000 ...
+
+Everything after `--` goes to trpo_lag.py unchanged; the run folder lands under ./runs/ as usual (give
+--exp-name trpo_lag_omnisafe1m_<variant> for docs/omnisafe1m.py). trpo_lag.py itself is not changed:
+this file wraps three of its functions. The settings, as OmniSafe has them at 65ed5cab (2023-04-19):
+  cost-norm   the cost critic and the cost advantage see each step's cost normalised by the running
+              mean and std of the per-step cost (std floored at 1e-2, result clipped to [-5, 5]; the
+              first step is passed raw): omnisafe/envs/wrapper.py CostNormalize, on for both velocity
+              tasks. The episodic cost that drives the multiplier stays raw, as theirs.
+  jc-window   J_c, the cost that updates the Lagrange multiplier, is the mean episodic cost of the last
+              50 episodes (their logger's window for Metrics/EpCost), not of this epoch's episodes.
+  reset       every epoch starts with freshly reset environments (their roll_out), instead of episodes
+              running on across epochs; the unfinished ones are dropped, bootstrapped as before.
+  obs-clip    normalised observations clipped to [-5, 5], with the std floored at 1e-2.
+A run of this file cannot be resumed (the cost normaliser and the J_c window are not checkpointed).
+"""
+
+import importlib.util
+import sys
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+ABLATIONS = ("cost-norm", "jc-window", "reset", "obs-clip")
+
+
+def load_trpo_lag():
+    spec = importlib.util.spec_from_file_location("trpo_lag", Path(__file__).resolve().parents[1] / "trpo_lag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def patch(trpo_lag, ablations: set) -> None:
+    """Switch the `ablations` on in the loaded module `trpo_lag`, in place."""
+    rollout, make_batch, update = trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.Lagrange.update
+    window, started, cost_stats = deque(maxlen=50), [], {"count": 0, "mean": 0.0, "sumsq": 0.0}
+
+    def patched_rollout(envs, parts, obs, episode_sums, num_steps, stop):
+        if "reset" in ablations and started:
+            raw, _ = envs.reset()
+            parts["normalizer"].update(raw)
+            obs, episode_sums[:] = parts["normalizer"](raw), 0.0
+        started.append(True)
+        data, next_obs, episodes = rollout(envs, parts, obs, episode_sums, num_steps, stop)
+        window.extend(episode[2] for episode in episodes)
+        return data, next_obs, episodes
+
+    def normalised_costs(costs: torch.Tensor) -> torch.Tensor:  # [T, N]: one push of N costs per step
+        out = costs.clone()
+        for t, row in enumerate(costs.double().numpy()):
+            count = cost_stats["count"] + len(row)
+            delta = row.mean() - cost_stats["mean"]
+            cost_stats["sumsq"] += ((row - row.mean()) ** 2).sum() + delta**2 * cost_stats["count"] * len(row) / count
+            cost_stats["mean"] += delta * len(row) / count
+            cost_stats["count"] = count
+            if count > len(row):  # OmniSafe passes the first push through unnormalised
+                std = max(np.sqrt(cost_stats["sumsq"] / (count - 1)), 1e-2)
+                out[t] = torch.from_numpy(np.clip((row - cost_stats["mean"]) / std, -5.0, 5.0))
+        return out
+
+    def patched_make_batch(data, reward_critic, cost_critic, lam, args):
+        if "cost-norm" in ablations:
+            data = {**data, "cost": normalised_costs(data["cost"])}
+        return make_batch(data, reward_critic, cost_critic, lam, args)
+
+    def patched_update(self, mean_episode_cost):
+        update(self, float(np.mean(window)) if "jc-window" in ablations and window else mean_episode_cost)
+
+    def clipped(self, obs):
+        return np.clip((obs - self.mean) / np.maximum(np.sqrt(self.var), 1e-2), -5.0, 5.0)
+
+    trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.Lagrange.update = patched_rollout, patched_make_batch, patched_update
+    if "obs-clip" in ablations:
+        trpo_lag.ObsNormalizer.__call__ = clipped
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    ours, theirs = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    if ours[:1] != ["--ablation"] or not set(ours[1:]) <= set(ABLATIONS):
+        sys.exit(f"omnisafe_ablation.py: error: usage: --ablation [{' '.join(ABLATIONS)}]... -- <trpo_lag.py flags>")
+    trpo_lag = load_trpo_lag()
+    patch(trpo_lag, set(ours[1:]))
+    args = tyro.cli(trpo_lag.Args, args=theirs)
+    try:
+        trpo_lag.check_args(args)
+    except ValueError as error:
+        sys.exit(f"omnisafe_ablation.py: error: {error}")
+    trpo_lag.main(args)
