@@ -52,7 +52,7 @@ def spread(values) -> str:
 
 
 def main(args: Args) -> None:
-    rows = {}  # (algorithm, task) -> [(eval return, eval cost, train return, train cost)] over seeds
+    rows = {}  # (algorithm, task, variant) -> [(eval return, eval cost, train return, train cost)] over seeds
     for path in plot.find_run_dirs(Path(args.runs_dir)):
         if not (name := OURS.match(plot.RUN_NAME.match(path.name)["exp_name"])):
             continue  # other slices of the grid

@@ -40,7 +40,7 @@ def load_trpo_lag():
 
 def patch(trpo_lag, ablations: set) -> None:
     """Switch the `ablations` on in the loaded module `trpo_lag`, in place."""
-    rollout, make_batch, update = trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.Lagrange.update
+    rollout, make_batch = trpo_lag.rollout, trpo_lag.make_batch
     window, started, cost_stats = deque(maxlen=50), [], {"count": 0, "mean": 0.0, "sumsq": 0.0}
 
     def patched_rollout(envs, parts, obs, episode_sums, num_steps, stop):
@@ -71,13 +71,16 @@ def patch(trpo_lag, ablations: set) -> None:
             data = {**data, "cost": normalised_costs(data["cost"])}
         return make_batch(data, reward_critic, cost_critic, lam, args)
 
-    def patched_update(self, mean_episode_cost):
-        update(self, float(np.mean(window)) if "jc-window" in ablations and window else mean_episode_cost)
+    def windowed(update):  # either multiplier rule (Adam or PID) takes J_c from the window
+        return lambda self, mean_episode_cost: update(self, float(np.mean(window)) if window else mean_episode_cost)
 
     def clipped(self, obs):
         return np.clip((obs - self.mean) / np.maximum(np.sqrt(self.var), 1e-2), -5.0, 5.0)
 
-    trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.Lagrange.update = patched_rollout, patched_make_batch, patched_update
+    trpo_lag.rollout, trpo_lag.make_batch = patched_rollout, patched_make_batch
+    if "jc-window" in ablations:
+        for rule in (trpo_lag.Lagrange, trpo_lag.PIDLagrange):
+            rule.update = windowed(rule.update)
     if "obs-clip" in ablations:
         trpo_lag.ObsNormalizer.__call__ = clipped
 
