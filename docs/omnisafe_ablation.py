@@ -16,7 +16,8 @@ this file wraps three of its functions. The settings, as OmniSafe has them at 65
   reset       every epoch starts with freshly reset environments (their roll_out), instead of episodes
               running on across epochs; the unfinished ones are dropped, bootstrapped as before.
   obs-clip    normalised observations clipped to [-5, 5], with the std floored at 1e-2.
-A run of this file cannot be resumed (the cost normaliser and the J_c window are not checkpointed).
+A run resumes with --resume as trpo_lag.py's does, but with an empty J_c window and fresh cost statistics
+(neither is in the checkpoint): a resumed cost-norm run is not the run it would have been.
 """
 
 import importlib.util
@@ -95,6 +96,7 @@ if __name__ == "__main__":
     args = tyro.cli(trpo_lag.Args, args=theirs)
     try:
         trpo_lag.check_args(args)
+        checkpoint = trpo_lag.load_checkpoint(args.resume, args) if args.resume else None
     except ValueError as error:
         sys.exit(f"omnisafe_ablation.py: error: {error}")
-    trpo_lag.main(args)
+    trpo_lag.main(args, checkpoint)
