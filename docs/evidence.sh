@@ -7,7 +7,7 @@
 # the rest has not run yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-sweeps/evidence}
+OUT=$(realpath -m "${1:-sweeps/evidence}")
 SWEEP="python sweep.py --workers ${WORKERS:-2} --threads-per-run 1 --out-dir $OUT"
 PAPER="--lagrangian pid --cost-limit 10 --exp-name-suffix paper --save-every 1"
 
@@ -26,6 +26,23 @@ $SWEEP --scripts ppo_lag --env-ids $VEL --seeds 0 1 2 --num-envs 1 $OMNI
 # 3. the PPO pair of the paper's comparison
 $SWEEP --scripts ppo_lag ppo_lag_shapo --env-ids SafetyPointGoal1-v0 Walker2d-v4 --seeds 0 1 2 \
   --total-timesteps 500000 --cost-limit 10 --exp-name-suffix paper --save-every 1
+# 4. TRPO-Lag at 1e7 steps beside Table 2 of OmniSafe's on-policy benchmark (3799d6d3: 20 000 steps per
+#    epoch, 500 epochs, cost limit 25, 1 env), seed 0, about 1.5 h per run on one core: ours at its
+#    defaults (5 envs), then with the three settings of that config which SPEC §2 lacks (J_c over the last 50
+#    episodes, reset per epoch, observation clip; docs/omnisafe_ablation.py) and 1 env. The latter do not go
+#    through sweep.py: each resumes from its own checkpoint, or is skipped once its log shows the last epoch.
+FULL="--eval-episodes 10 --eval-every 50 --save-every 1"
+$SWEEP --scripts trpo_lag --env-ids $VEL --seeds 0 --exp-name-suffix omnisafe10m $FULL
+ROOT=$PWD
+for env in $VEL; do
+  name=trpo_lag_omnisafe10m_table2; log="$OUT/sweep_logs/${name}__${env}__0.log"
+  grep -qs "epoch 500/500" "$log" && continue
+  checkpoint=$(ls -t "$OUT/runs/${env}__${name}__0__"*/checkpoint.pt 2>/dev/null | head -1 || true)
+  (cd "$OUT" && OMP_NUM_THREADS=1 python "$ROOT/docs/omnisafe_ablation.py" --ablation jc-window reset obs-clip -- --env-id "$env" \
+    --num-envs 1 --seed 0 --exp-name $name --save-model $FULL ${checkpoint:+--resume "$checkpoint"}) >> "$log" 2>&1 &
+done
+wait
 # figures and tables (95 % bootstrap intervals; SHAPO minus base per pair)
 python plot.py --runs-dir "$OUT/runs" --out-dir docs/evidence --table docs/evidence/results.md --last-episodes 20
-python docs/omnisafe1m.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe1m.md  # slice 2 beside the published numbers
+python docs/omnisafe_tables.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe1m.md  # slice 2 beside the published numbers
+python docs/omnisafe_tables.py --runs-dir "$OUT/runs" --recipe 10m --table docs/evidence/omnisafe10m.md  # slice 4

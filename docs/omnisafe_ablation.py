@@ -5,7 +5,7 @@ point 2): which of them makes OmniSafe's TRPO-Lag end far below the cost limit w
         --env-id SafetyHopperVelocity-v1 --num-envs 2 --steps-per-epoch 2048 --total-timesteps 1024000 ...
 
 Everything after `--` goes to trpo_lag.py unchanged; the run folder lands under ./runs/ as usual (give
---exp-name trpo_lag_omnisafe1m_<variant> for docs/omnisafe1m.py). trpo_lag.py itself is not changed:
+--exp-name trpo_lag_omnisafe1m_<variant> for docs/omnisafe_tables.py). trpo_lag.py itself is not changed:
 this file wraps three of its functions. The settings, as OmniSafe has them at 65ed5cab (2023-04-19):
   cost-norm   the cost critic and the cost advantage see each step's cost normalised by the running
               mean and std of the per-step cost (std floored at 1e-2, result clipped to [-5, 5]; the

@@ -15,5 +15,5 @@ for seed in 0 1 2; do
 done | OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 xargs -P "${WORKERS:-2}" -L 1 bash -c \
   "cd '$OUT' && python '$PWD/docs/omnisafe_ablation.py' --ablation \${@:2} -- $OMNI --seed \$1 \
    --exp-name trpo_lag_omnisafe1m_\$0 > \$0_\$1.log 2>&1"
-python docs/omnisafe1m.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe_ablation.md
-python docs/omnisafe1m.py --runs-dir "$EVIDENCE"  # the plain runs, for comparison
+python docs/omnisafe_tables.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe_ablation.md
+python docs/omnisafe_tables.py --runs-dir "$EVIDENCE"  # the plain runs, for comparison
