@@ -45,6 +45,9 @@ wait
 # SafetyHopperVelocity-v1's seed 0 at the defaults lost its return after 4M steps (README): two more seeds there
 $SWEEP --scripts trpo_lag --env-ids SafetyHopperVelocity-v1 --seeds 0 1 2 --exp-name-suffix omnisafe10m $FULL
 # figures and tables (95 % bootstrap intervals; SHAPO minus base per pair)
-python plot.py --runs-dir "$OUT/runs" --out-dir docs/evidence --table docs/evidence/results.md --last-episodes 20
+python plot.py --runs-dir "$OUT/runs" --algorithms trpo_lag_paper trpo_lag_shapo_paper --out-dir docs/evidence \
+  --table docs/evidence/results.md --last-episodes 20
+python plot.py --runs-dir "$OUT/runs" --algorithms ppo_lag_paper ppo_lag_shapo_paper --out-dir docs/evidence/ppo \
+  --table docs/evidence/ppo/results.md --last-episodes 20
 python docs/omnisafe_tables.py --runs-dir "$OUT/runs" --table docs/evidence/omnisafe1m.md  # slice 2 beside the published numbers
 python docs/omnisafe_tables.py --runs-dir "$OUT/runs" --recipe 10m --table docs/evidence/omnisafe10m.md  # slice 4
