@@ -13,29 +13,13 @@ The .pth file lends omni-venv this project's torch, gymnasium, MuJoCo and safety
 land in LOG_DIR/TRPOLag-{ENV_ID}/seed-<seed>-<time>/progress.csv (Metrics/EpRet, Metrics/EpCost).
 """
 
-import dataclasses
 import sys
 import types
-from functools import partial
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import trpo_lag  # noqa: E402,F401  (imports safety_gymnasium through our scripts' Python 3.11 shim, SPEC §11)
 
-plain_dataclass = dataclasses.dataclass
-
-
-def numpy_safe_dataclass(cls=None, /, **kwargs):  # the import shim of our scripts (SPEC §11)
-    if cls is None:
-        return partial(numpy_safe_dataclass, **kwargs)
-    for name in cls.__dict__.get("__annotations__", {}):
-        if isinstance(default := cls.__dict__.get(name), np.ndarray):
-            setattr(cls, name, dataclasses.field(default_factory=default.copy))
-    return plain_dataclass(cls, **kwargs)
-
-
-dataclasses.dataclass = numpy_safe_dataclass
-import safety_gymnasium  # noqa: E402,F401
-
-dataclasses.dataclass = plain_dataclass
 for unused in ("wandb", "gdown"):  # imported by OmniSafe, used only for W&B logging and offline data
     sys.modules.setdefault(unused, types.ModuleType(unused))
 import omnisafe  # noqa: E402
