@@ -3,8 +3,8 @@
 # on its own: about 12 core-hours in all. Run it in slices, e.g. `timeout 2h bash docs/evidence.sh`, and
 # again until it ends: sweep.py skips finished runs and resumes the others from their checkpoints.
 #   [WORKERS=16] bash docs/evidence.sh [out-dir]
-# What ran for the README's results: slices 1, 2 and 4 (4 without the SafetyWalker2dVelocity-v1 run with
-# OmniSafe's settings), and slice 3 for SafetyPointGoal1-v0.
+# What ran for the README's results: slices 1, 2, 3 and 4 (4 without the SafetyWalker2dVelocity-v1 run
+# with OmniSafe's settings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-sweeps/evidence}")
