@@ -6,6 +6,8 @@ the same weights, multiplier and critic optimiser states, and the results are co
 OmniSafe's own update made of them. Critic minibatches are taken in order on both sides (OmniSafe's
 DataLoader does not shuffle here) so that the critics can be compared too. Episodes are cut at
 LIMIT steps so that truncation and its bootstrap occur; LAMBDA (optional) is set before each update.
+Last, one probe of OmniSafe's single-env wrappers at the task's own time limit: which observation does
+its rollout bootstrap a truncated episode from?
 
     . omni-venv/bin/activate   # as in docs/omnisafe_trpolag.py
     OMP_NUM_THREADS=1 python docs/omnisafe_equivalence.py [STEPS_PER_EPOCH EPOCHS LIMIT LAMBDA]
@@ -25,6 +27,8 @@ for unused in ("wandb", "gdown"):  # imported by OmniSafe, used only for W&B log
     sys.modules.setdefault(unused, types.ModuleType(unused))
 import omnisafe  # noqa: E402
 import omnisafe.algorithms.on_policy.base.natural_pg as natural_pg  # noqa: E402
+from omnisafe.envs.safety_gymnasium_env import SafetyGymnasiumEnv  # noqa: E402
+from omnisafe.envs.wrapper import AutoReset, TimeLimit  # noqa: E402
 from omnisafe.utils.math import conjugate_gradients  # noqa: E402
 
 STEPS, EPOCHS, LIMIT = (int(a) for a in (sys.argv[1:4] + ["4000", "3", "30"][len(sys.argv[1:4]):]))
@@ -124,5 +128,21 @@ def main() -> None:
             print(f"  {name} critic: largest parameter change {moved:.1e}, largest |ours - theirs| {differ:.1e}")
 
 
+
+def probe_truncation(limit: int = 20) -> None:
+    """OmniSafe's single-env stack (safety-gymnasium's own time limit and auto-reset inside its TimeLimit
+    and AutoReset), both limits at `limit` as they are both at 1 000, beside our env; zero actions."""
+    theirs = AutoReset(TimeLimit(SafetyGymnasiumEnv("SafetyHopperVelocity-v1", max_episode_steps=limit), limit, "cpu"), "cpu")
+    env = ours.make_env("SafetyHopperVelocity-v1", limit)
+    theirs.reset(seed=0), env.reset(seed=0)
+    for _ in range(limit):
+        *_, truncated, info = theirs.step(torch.zeros(ACT_DIM))
+        final = env.step(torch.zeros(ACT_DIM).numpy())[0]
+    bootstrap = info["final_observation"]
+    print(f"truncated {bool(truncated)}: OmniSafe bootstraps from an observation with height {bootstrap[0]:.3f}; "
+          f"the episode's final observation has {final[0]:.3f}, a fresh start has 1.25 +- 0.005")
+
+
 if __name__ == "__main__":
     main()
+    probe_truncation()
