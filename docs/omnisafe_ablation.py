@@ -16,6 +16,9 @@ this file wraps three of its functions. The settings, as OmniSafe has them at 65
   reset       every epoch starts with freshly reset environments (their roll_out), instead of episodes
               running on across epochs; the unfinished ones are dropped, bootstrapped as before.
   obs-clip    normalised observations clipped to [-5, 5], with the std floored at 1e-2.
+  cg-eps      OmniSafe's conjugate gradient (omnisafe/utils/math.py at 3799d6d3): 1e-6 added to both of
+              its divisions, stopping once |r| < 1e-10.
+Every run also logs the policy's mean std as charts/policy_std (OmniSafe's Train/PolicyStd).
 A run resumes with --resume as trpo_lag.py's does, but with an empty J_c window and fresh cost statistics
 (neither is in the checkpoint): a resumed cost-norm run is not the run it would have been.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 import tyro
 
-ABLATIONS = ("cost-norm", "jc-window", "reset", "obs-clip")
+ABLATIONS = ("cost-norm", "jc-window", "reset", "obs-clip", "cg-eps")
 
 
 def load_trpo_lag():
@@ -78,7 +81,29 @@ def patch(trpo_lag, ablations: set) -> None:
     def clipped(self, obs):
         return np.clip((obs - self.mean) / np.maximum(np.sqrt(self.var), 1e-2), -5.0, 5.0)
 
-    trpo_lag.rollout, trpo_lag.make_batch = patched_rollout, patched_make_batch
+    def conjugate_gradient(matrix_vector_product, b, iters, residual_tol=1e-10, eps=1e-6):
+        x = torch.zeros_like(b)
+        residual = b - matrix_vector_product(x)
+        direction, residual_sq = residual.clone(), residual @ residual
+        for _ in range(iters):
+            a_direction = matrix_vector_product(direction)
+            alpha = residual_sq / (direction @ a_direction + eps)
+            x += alpha * direction
+            residual -= alpha * a_direction
+            new_residual_sq = residual @ residual
+            if new_residual_sq.sqrt() < residual_tol:
+                break
+            direction = residual + new_residual_sq / (residual_sq + eps) * direction
+            residual_sq = new_residual_sq
+        return x
+
+    def trpo_update_logging_std(actor, batch, args):
+        return {**trpo_update(actor, batch, args), "charts/policy_std": actor.log_std.exp().mean().item()}
+
+    trpo_update = trpo_lag.trpo_update
+    trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.trpo_update = patched_rollout, patched_make_batch, trpo_update_logging_std
+    if "cg-eps" in ablations:
+        trpo_lag.conjugate_gradient = conjugate_gradient
     if "jc-window" in ablations:
         for rule in (trpo_lag.Lagrange, trpo_lag.PIDLagrange):
             rule.update = windowed(rule.update)
