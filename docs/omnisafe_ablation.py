@@ -6,7 +6,7 @@ point 2): which of them makes OmniSafe's TRPO-Lag end far below the cost limit w
 
 Everything after `--` goes to trpo_lag.py unchanged; the run folder lands under ./runs/ as usual (give
 --exp-name trpo_lag_omnisafe1m_<variant> for docs/omnisafe_tables.py). trpo_lag.py itself is not changed:
-this file wraps three of its functions. The settings, as OmniSafe has them at 65ed5cab (2023-04-19):
+this file patches some of its functions and classes. The settings, as OmniSafe has them at 65ed5cab (2023-04-19):
   cost-norm   the cost critic and the cost advantage see each step's cost normalised by the running
               mean and std of the per-step cost (std floored at 1e-2, result clipped to [-5, 5]; the
               first step is passed raw): omnisafe/envs/wrapper.py CostNormalize, on for both velocity
@@ -44,7 +44,7 @@ def load_trpo_lag():
 
 def patch(trpo_lag, ablations: set) -> None:
     """Switch the `ablations` on in the loaded module `trpo_lag`, in place."""
-    rollout, make_batch = trpo_lag.rollout, trpo_lag.make_batch
+    rollout, make_batch, trpo_update = trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.trpo_update
     window, started, cost_stats = deque(maxlen=50), [], {"count": 0, "mean": 0.0, "sumsq": 0.0}
 
     def patched_rollout(envs, parts, obs, episode_sums, num_steps, stop):
@@ -100,7 +100,6 @@ def patch(trpo_lag, ablations: set) -> None:
     def trpo_update_logging_std(actor, batch, args):
         return {**trpo_update(actor, batch, args), "charts/policy_std": actor.log_std.exp().mean().item()}
 
-    trpo_update = trpo_lag.trpo_update
     trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.trpo_update = patched_rollout, patched_make_batch, trpo_update_logging_std
     if "cg-eps" in ablations:
         trpo_lag.conjugate_gradient = conjugate_gradient
