@@ -60,7 +60,7 @@ class Args:
     exp_name: str = SCRIPT[: -len(".py")]
     """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
     seed: int = 0
-    """seed of PyTorch and of the environments (env i gets seed + i)"""
+    """seed of the run: PyTorch's seed and each environment's are drawn from it (see draw_seeds)"""
     env_id: str = "SafetyPointGoal1-v0"
     """a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4 (cost 1 on a fall)"""
     total_timesteps: int = 10_000_000
@@ -136,6 +136,14 @@ class FallCost(gym.Wrapper):
         return obs, reward, float(terminated), terminated, truncated, info
 
 
+def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
+    """`count` seeds (ints < 2^32) of run `seed` (SPEC §2) [I]: from the stream of the epoch a training process
+    starts at (0, or a checkpoint's), or with epoch None from the evaluation stream. Runs, epochs and the
+    evaluation draw from distinct streams: SafePO's env seeds seed + i made runs s and s + 1 share envs."""
+    stream = np.random.SeedSequence(seed) if epoch is None else np.random.SeedSequence(seed, spawn_key=(epoch,))
+    return stream.generate_state(count).tolist()
+
+
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
     """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
     OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (SPEC §2)."""
@@ -196,6 +204,12 @@ class Actor(nn.Module):
         return Normal(mean, self.log_std.exp().expand_as(mean))
 
 
+def require_finite(quantity: str, *values) -> None:
+    """Raise FloatingPointError(quantity) unless every value (a float or a tensor) is finite throughout."""
+    if not all(torch.isfinite(torch.as_tensor(value)).all() for value in values):
+        raise FloatingPointError(quantity)
+
+
 def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
     """Mean squared error of a critic V(s) = mlp(obs_dim, 1) to the targets [B], plus l2_coef * (sum of
     squared parameters) (SPEC §2)."""
@@ -227,6 +241,18 @@ def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam
     adv_r = (advantages["reward"] - advantages["reward"].mean()) / (advantages["reward"].std() + 1e-8)
     batch["adv"] = (adv_r - lam * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + lam)
     return batch
+
+
+def cost_estimate(window: list, episode_costs: list, size: int = 50) -> Optional[float]:
+    """J_c of an epoch as SafePO and the release compute it (SPEC §2): each ended episode's cost joins
+    `window`, the last `size` episodes' costs across epochs (updated in place); J_c is the mean, over
+    this epoch's episode ends, of the window's mean at that end. None if no episode ended."""
+    window_means = []
+    for cost in episode_costs:
+        window.append(cost)
+        del window[:-size]
+        window_means.append(np.mean(window))
+    return float(np.mean(window_means)) if window_means else None
 
 
 class Lagrange:
@@ -307,20 +333,22 @@ def fisher_vector_product_fn(actor: Actor, obs: torch.Tensor, damping: float) ->
     return lambda v: flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
-def conjugate_gradient(matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10):
-    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as v -> A v,
-    after at most `iters` iterations (fewer once |r|^2 < residual_tol)."""
+def conjugate_gradient(matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as v -> A v, after
+    at most `iters` iterations, as OmniSafe and the release write it (SPEC §4): `eps` added to both
+    divisions, stop once |r| < residual_tol. A zero b gives x = 0."""
     x, residual, direction = torch.zeros_like(b), b.clone(), b.clone()
     residual_sq = residual @ residual
     for _ in range(iters):
         a_direction = matrix_vector_product(direction)
-        alpha = residual_sq / (direction @ a_direction)
+        alpha = residual_sq / (direction @ a_direction + eps)
         x += alpha * direction
         residual -= alpha * a_direction
         new_residual_sq = residual @ residual
-        if new_residual_sq < residual_tol:
+        if new_residual_sq.sqrt() < residual_tol:
             break
-        direction = residual + (new_residual_sq / residual_sq) * direction
+        direction = residual + (new_residual_sq / (residual_sq + eps)) * direction
         residual_sq = new_residual_sq
     return x
 
@@ -346,6 +374,7 @@ def trpo_update(actor: Actor, batch: dict, args: Args) -> dict:
     fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)
     x = conjugate_gradient(fvp, gradient, args.cg_iters)
     full_step = torch.sqrt(2.0 * args.target_kl / (x @ fvp(x) + 1e-8)) * x
+    require_finite("natural-gradient step", full_step)
     old_dist = Normal(dist.loc.detach(), dist.scale.detach())
     with torch.no_grad():
         for backtracks in range(args.line_search_steps):
@@ -383,6 +412,9 @@ def update_critics(parts: dict, batch: dict, args: Args) -> dict:
 
 def check_args(args: Args) -> None:
     """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
     if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
         raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
@@ -474,9 +506,10 @@ def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_st
 
 def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, global_step: int) -> np.ndarray:
     """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean) in a separate
-    env seeded seed + 10000 + episode, observations normalised with frozen statistics; with
-    --capture-video recorded, real skybox and all, into <run_dir>/videos/step<global_step>/. Logs
-    eval/{mean,std}_{return,cost} and prints one line. Returns [E, 2]: each episode's return and cost."""
+    env, episode e reset with the e-th evaluation seed of draw_seeds (the same at every evaluation),
+    observations normalised with frozen statistics; with --capture-video recorded, real skybox and all,
+    into <run_dir>/videos/step<global_step>/. Logs eval/{mean,std}_{return,cost} and prints one line.
+    Returns [E, 2]: each episode's return and cost."""
     video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
     set_skybox(plain=video_dir is None)
     env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)
@@ -484,8 +517,8 @@ def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, globa
         record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
         env = safety_gymnasium.wrappers.with_gymnasium_wrappers(env, record)
     totals = np.zeros((args.eval_episodes, 2))
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+    for episode, seed in enumerate(draw_seeds(args.seed, args.eval_episodes)):
+        obs, _ = env.reset(seed=seed)
         done = False
         while not done:
             with torch.no_grad():
@@ -507,9 +540,9 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as
     load_checkpoint returns it) at its epoch with fresh episodes; with eval_only, only evaluate it.
     Returns the run's parts (actor, critics, optimisers, lagrange, normalizer) by name."""
-    # a resumed run is seeded from (seed, epoch): a given checkpoint always goes on the same way
-    seed = int(np.random.SeedSequence([args.seed, checkpoint["epoch"]]).generate_state(1)[0] >> 1) if checkpoint else args.seed
-    torch.manual_seed(seed)
+    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
+    torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
+    torch.manual_seed(torch_seed)
     set_skybox(plain=True)
     envs = safety_gymnasium.vector.SafetySyncVectorEnv([partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
@@ -522,7 +555,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
         if args.lagrangian == "pid" else Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
         "normalizer": ObsNormalizer(shape=(obs_dim,)),
     }
-    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None}
+    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None, "cost_window": []}
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if checkpoint:  # --eval-only needs the actor and the observation statistics alone
         for name in ("actor", "normalizer") if args.eval_only else parts:
@@ -538,7 +571,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
         if args.eval_only:
             evaluate(parts, args, writer, run_dir, counters["global_step"])
         else:
-            obs, _ = envs.reset(seed=seed)
+            obs, _ = envs.reset(seed=env_seeds)
             parts["normalizer"].update(obs)
             train(args, envs, parts["normalizer"](obs), parts, counters, writer, run_dir, stop)
     finally:
@@ -556,8 +589,8 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
     lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
 
     def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at
-        states = copy.deepcopy({name: part.state_dict() for name, part in parts.items()})
-        return {"script": SCRIPT, "args": dict(vars(args)), **counters, **states}
+        states = copy.deepcopy({**counters, **{name: part.state_dict() for name, part in parts.items()}})
+        return {"script": SCRIPT, "args": dict(vars(args)), **states}
 
     for epoch in range(counters["epoch"], num_epochs):
         last_good = snapshot() if args.save_model else None
@@ -575,19 +608,26 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
         counters["epoch"], counters["global_step"] = epoch + 1, counters["global_step"] + args.steps_per_epoch
         counters["cumulative_cost"] += data["cost"].sum().item()
 
-        # Lagrange multiplier, once per epoch before the policy update, on the episodes that ended
-        if episodes:
-            counters["mean_episode_cost"] = float(np.mean([episode[2] for episode in episodes]))
-        if counters["mean_episode_cost"] is not None:
-            lagrange.update(counters["mean_episode_cost"])
-        batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
-        try:  # a non-finite gradient raises inside the update; a non-finite loss or KL shows in its stats
+        # Lagrange multiplier, once per epoch before the policy update, on J_c (the last one if no episode ended)
+        mean_episode_cost = cost_estimate(counters["cost_window"], [episode[2] for episode in episodes])
+        counters["mean_episode_cost"] = counters["mean_episode_cost"] if mean_episode_cost is None else mean_episode_cost
+        actor_before = copy.deepcopy(parts["actor"].state_dict())
+        try:  # a non-finite or invalid value stops the run, the actor as before the update (checks name the quantity;
+            # a Normal built from invalid parameters raises ValueError; a non-finite loss or KL shows in the stats)
+            if counters["mean_episode_cost"] is not None:
+                lagrange.update(counters["mean_episode_cost"])
+                require_finite("Lagrange multiplier", lagrange.value)
+            batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
+            require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
             stats = {**trpo_update(parts["actor"], batch, args), **update_critics(parts, batch, args)}
+            require_finite("actor parameters", *parts["actor"].parameters())
             if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
                 raise FloatingPointError(non_finite[0])
-        except FloatingPointError as fault:
+        except (FloatingPointError, ValueError) as fault:
+            parts["actor"].load_state_dict(actor_before)
+            quantity = fault if isinstance(fault, FloatingPointError) else "policy distribution (mean or std)"
             saved = save_checkpoint(last_good, checkpoint_path)
-            raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
+            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
 
         # logging (SPEC §9), checkpoint, evaluation
         stats["charts/lagrange_multiplier"], stats["charts/cumulative_cost"] = lagrange.value, counters["cumulative_cost"]

@@ -61,7 +61,7 @@ class Args:
     exp_name: str = SCRIPT[: -len(".py")]
     """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
     seed: int = 0
-    """seed of PyTorch and of the environments (env i gets seed + i)"""
+    """seed of the run: PyTorch's seed and each environment's are drawn from it (see draw_seeds)"""
     env_id: str = "SafetyPointGoal1-v0"
     """a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4 (cost 1 on a fall)"""
     total_timesteps: int = 10_000_000
@@ -127,7 +127,7 @@ class Args:
     delta_down: float = 1e-5
     """delta_Down: KL radius of the SHAPO perturbation (SPEC §5); 0 recovers the base algorithm"""
     pessimism_schedule: Literal["constant", "sqrt-epoch", "prop5"] = "constant"
-    """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t) (SPEC §8)"""
+    """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t A) (SPEC §8)"""
     pessimism_alpha: float = 0.05
     """alpha of --pessimism-schedule prop5: the perturbation sits at the alpha-quantile of the objective"""
     critic_sam_rho: float = 0.0
@@ -143,6 +143,14 @@ class FallCost(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, float(terminated), terminated, truncated, info
+
+
+def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
+    """`count` seeds (ints < 2^32) of run `seed` (SPEC §2) [I]: from the stream of the epoch a training process
+    starts at (0, or a checkpoint's), or with epoch None from the evaluation stream. Runs, epochs and the
+    evaluation draw from distinct streams: SafePO's env seeds seed + i made runs s and s + 1 share envs."""
+    stream = np.random.SeedSequence(seed) if epoch is None else np.random.SeedSequence(seed, spawn_key=(epoch,))
+    return stream.generate_state(count).tolist()
 
 
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
@@ -205,6 +213,12 @@ class Actor(nn.Module):
         return Normal(mean, self.log_std.exp().expand_as(mean))
 
 
+def require_finite(quantity: str, *values) -> None:
+    """Raise FloatingPointError(quantity) unless every value (a float or a tensor) is finite throughout."""
+    if not all(torch.isfinite(torch.as_tensor(value)).all() for value in values):
+        raise FloatingPointError(quantity)
+
+
 def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
     """Mean squared error of a critic V(s) = mlp(obs_dim, 1) to the targets [B], plus l2_coef * (sum of
     squared parameters) (SPEC §2)."""
@@ -236,6 +250,18 @@ def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam
     adv_r = (advantages["reward"] - advantages["reward"].mean()) / (advantages["reward"].std() + 1e-8)
     batch["adv"] = (adv_r - lam * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + lam)
     return batch
+
+
+def cost_estimate(window: list, episode_costs: list, size: int = 50) -> Optional[float]:
+    """J_c of an epoch as SafePO and the release compute it (SPEC §2): each ended episode's cost joins
+    `window`, the last `size` episodes' costs across epochs (updated in place); J_c is the mean, over
+    this epoch's episode ends, of the window's mean at that end. None if no episode ended."""
+    window_means = []
+    for cost in episode_costs:
+        window.append(cost)
+        del window[:-size]
+        window_means.append(np.mean(window))
+    return float(np.mean(window_means)) if window_means else None
 
 
 class Lagrange:
@@ -316,37 +342,60 @@ def fisher_vector_product_fn(actor: Actor, obs: torch.Tensor, damping: float) ->
     return lambda v: flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
-def conjugate_gradient(matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10):
-    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as v -> A v,
-    after at most `iters` iterations (fewer once |r|^2 < residual_tol)."""
+def conjugate_gradient(matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as v -> A v, after
+    at most `iters` iterations, as OmniSafe and the release write it (SPEC §4): `eps` added to both
+    divisions, stop once |r| < residual_tol. A zero b gives x = 0."""
     x, residual, direction = torch.zeros_like(b), b.clone(), b.clone()
     residual_sq = residual @ residual
     for _ in range(iters):
         a_direction = matrix_vector_product(direction)
-        alpha = residual_sq / (direction @ a_direction)
+        alpha = residual_sq / (direction @ a_direction + eps)
         x += alpha * direction
         residual -= alpha * a_direction
         new_residual_sq = residual @ residual
-        if new_residual_sq < residual_tol:
+        if new_residual_sq.sqrt() < residual_tol:
             break
-        direction = residual + (new_residual_sq / residual_sq) * direction
+        direction = residual + (new_residual_sq / (residual_sq + eps)) * direction
         residual_sq = new_residual_sq
     return x
 
 
-def shapo_gradient(actor: Actor, obs: torch.Tensor, dist0: Normal, surrogate: Callable, solve: Callable,
-                   delta_down: float, backtrack_steps: int = 10, backtrack_coef: float = 0.8, fallback_coef: float = 0.1):
+def reweighting_stats(logp0: torch.Tensor, logp_perturbed: torch.Tensor, adv: torch.Tensor) -> dict:
+    """How the perturbation reweights the samples (SPEC §5 "Reweighting", paper Sec. 3.2), from log pi(a|s) [B]
+    at theta0 and at theta0 + epsilon and the advantages [B]: w = pi_theta0+epsilon(a|s) / pi_theta0(a|s). The mean
+    of w over the samples with negative and with positive advantage (the paper: above and below 1), mean(A log w)
+    (g^T epsilon < 0 to first order where pi_theta0 = pi_old), and Spearman's rank correlation of w and
+    log pi_theta0(a|s) over the negative-advantage samples (the paper: negative, rare unsafe actions gain most).
+    A statistic whose sample set is empty (or whose w do not vary, for the correlation) is left out."""
+    log_w, negative, positive = logp_perturbed - logp0, adv < 0, adv > 0
+    stats = {"shapo/adv_weighted_log_w": (adv * log_w).mean().item()}
+    for name, where in (("negative", negative), ("positive", positive)):
+        if where.any():
+            stats[f"shapo/w_mean_{name}_adv"] = log_w[where].exp().mean().item()
+    if negative.sum() > 1 and log_w[negative].std() > 0:
+        ranks = torch.stack([log_w[negative], logp0[negative]]).argsort(-1).argsort(-1).to(log_w.dtype)
+        stats["shapo/rank_corr_w_logp_negative_adv"] = torch.corrcoef(ranks)[0, 1].item()
+    return stats
+
+
+def shapo_gradient(actor: Actor, obs: torch.Tensor, act: torch.Tensor, adv: torch.Tensor, dist0: Normal, surrogate: Callable,
+                   solve: Callable, delta_down: float, backtrack_steps: int = 10, backtrack_coef: float = 0.8,
+                   fallback_coef: float = 0.1):
     """SHAPO (SPEC §5, paper Alg. 3-4): the gradient g~ [n_params] of the surrogate L at theta0 + epsilon,
     a step against L in a KL ball of radius delta_down (0: the plain gradient, exactly). actor: at theta0,
-    perturbed in place and restored exactly; obs [B, obs_dim]; dist0: actor(obs) with its graph;
-    surrogate: dist -> L, its data bound in; solve: g -> (F(theta0) + 0.1 I)^-1 g. With g = grad L(theta0)
-    and x = solve(g), epsilon = -sqrt(2 delta_down / x^T (F + 0.1 I) x) x, x^T (F + 0.1 I) x = x^T g for
-    an exact solve and any CG iterate; it is shrunk by backtrack_coef until mean KL(pi_theta0 ||
-    pi_theta0+epsilon) <= delta_down, else fallback_coef epsilon. Returns (g~, epsilon, diagnostics)."""
+    perturbed in place and restored exactly; obs [B, obs_dim], act [B, act_dim], adv [B] (for the
+    diagnostics of reweighting_stats); dist0: actor(obs) with its graph;
+    surrogate: dist -> L, its data bound in; solve: g -> (x, x^T (F + 0.1 I) x), x ~ (F(theta0) + 0.1 I)^-1 g.
+    With g = grad L(theta0), epsilon = -sqrt(2 delta_down / x^T (F + 0.1 I) x) x, shrunk by backtrack_coef
+    until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down, else fallback_coef epsilon.
+    Returns (g~, epsilon, diagnostics)."""
     params, theta0 = tuple(actor.parameters()), nn.utils.parameters_to_vector(actor.parameters()).detach()
     gradient = flat_grad(surrogate(dist0), params)
-    x = solve(gradient)
-    epsilon = -torch.sqrt(2.0 * delta_down / (x @ gradient + 1e-8)) * x
+    x, curvature = solve(gradient)
+    epsilon = -torch.sqrt(2.0 * delta_down / (curvature + 1e-8)) * x
+    require_finite("SHAPO perturbation", epsilon)
     fixed = Normal(dist0.loc.detach(), dist0.scale.detach())
     with torch.no_grad():
         for backtracks in range(backtrack_steps + 1):
@@ -355,20 +404,29 @@ def shapo_gradient(actor: Actor, obs: torch.Tensor, dist0: Normal, surrogate: Ca
             kl = mean_kl(fixed, actor(obs)).item()
             if kl <= delta_down:
                 break
-    perturbed_gradient = flat_grad(surrogate(actor(obs)), params)
+    perturbed_dist = actor(obs)
+    perturbed_gradient = flat_grad(surrogate(perturbed_dist), params)
     set_flat_params(actor, theta0)
     cos = nn.functional.cosine_similarity(gradient, perturbed_gradient, dim=0).item()
+    with torch.no_grad():
+        logp0, logp_perturbed = dist0.log_prob(act).sum(-1), perturbed_dist.log_prob(act).sum(-1)
     stats = {"shapo/delta_down": delta_down, "shapo/kl": kl, "shapo/perturbation_norm": step.norm().item(),
-             "shapo/backtracks": backtracks, "shapo/cos_sim": cos}
+             "shapo/backtracks": backtracks, "shapo/cos_sim": cos, **reweighting_stats(logp0, logp_perturbed, adv)}
     return perturbed_gradient, step, stats
 
 
-def pessimism_radius(args: Args, epoch: int, transitions: int) -> float:
-    """delta_Down in force in `epoch` (0-based) after `transitions` collected (SPEC §5, §8)."""
+def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> float:
+    """delta_Down in force in `epoch` (0-based) after `transitions` collected, for `act_dim` action dimensions
+    (SPEC §5, §8). prop5 is paper Prop. 5 in the code's units: under the posterior N(theta0, F^-1 / n), F the
+    Fisher of an action's joint log-likelihood, the linearised objective L0 + g^T (theta - theta0) has
+    standard deviation sqrt(g^T F^-1 g / n), so its alpha-quantile is z_alpha times that below L0, z_alpha =
+    Phi^-1(1 - alpha). The perturbation (undamped) lowers it by sqrt(2 delta g^T F_code^-1 g), where the code's
+    KL and Fisher average over the action dimensions, F_code = F / A; the two agree at delta = z_alpha^2 /
+    (2 n A), with n the transitions so far (paper App. F)."""
     if args.pessimism_schedule == "sqrt-epoch":  # the release's decay
         return args.delta_down / math.sqrt(epoch + 1)
-    if args.pessimism_schedule == "prop5":  # paper Prop. 5 and App. F: z_alpha^2 / (2 n_t)
-        return NormalDist().inv_cdf(1.0 - args.pessimism_alpha) ** 2 / (2.0 * transitions)
+    if args.pessimism_schedule == "prop5":
+        return NormalDist().inv_cdf(1.0 - args.pessimism_alpha) ** 2 / (2.0 * transitions * act_dim)
     return args.delta_down
 
 
@@ -407,11 +465,17 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
 
     dist = actor(obs)
     surrogate_before = surrogate(dist)
-    solve = partial(conjugate_gradient, fisher_vector_product_fn(actor, obs, 0.1), iters=10)
-    gradient, _, shapo_stats = shapo_gradient(actor, obs, dist, surrogate, solve, delta_down)
+    shapo_fvp = fisher_vector_product_fn(actor, obs, 0.1)
+
+    def solve(g: torch.Tensor) -> tuple:  # the release's: 10 CG iterations, then one more product for x^T (F + 0.1 I) x
+        x = conjugate_gradient(shapo_fvp, g, 10)
+        return x, x @ shapo_fvp(x)
+
+    gradient, _, shapo_stats = shapo_gradient(actor, obs, batch["act"], batch["adv"], dist, surrogate, solve, delta_down)
     fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)
     x = conjugate_gradient(fvp, gradient, args.cg_iters)
     full_step = torch.sqrt(2.0 * args.target_kl / (x @ fvp(x) + 1e-8)) * x
+    require_finite("natural-gradient step", full_step)
     old_dist = Normal(dist.loc.detach(), dist.scale.detach())
     with torch.no_grad():
         for backtracks in range(args.line_search_steps):
@@ -448,6 +512,9 @@ def update_critics(parts: dict, batch: dict, args: Args) -> dict:
 
 def check_args(args: Args) -> None:
     """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
     if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
         raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
@@ -541,9 +608,10 @@ def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_st
 
 def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, global_step: int) -> np.ndarray:
     """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean) in a separate
-    env seeded seed + 10000 + episode, observations normalised with frozen statistics; with
-    --capture-video recorded, real skybox and all, into <run_dir>/videos/step<global_step>/. Logs
-    eval/{mean,std}_{return,cost} and prints one line. Returns [E, 2]: each episode's return and cost."""
+    env, episode e reset with the e-th evaluation seed of draw_seeds (the same at every evaluation),
+    observations normalised with frozen statistics; with --capture-video recorded, real skybox and all,
+    into <run_dir>/videos/step<global_step>/. Logs eval/{mean,std}_{return,cost} and prints one line.
+    Returns [E, 2]: each episode's return and cost."""
     video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
     set_skybox(plain=video_dir is None)
     env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)
@@ -551,8 +619,8 @@ def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, globa
         record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
         env = safety_gymnasium.wrappers.with_gymnasium_wrappers(env, record)
     totals = np.zeros((args.eval_episodes, 2))
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+    for episode, seed in enumerate(draw_seeds(args.seed, args.eval_episodes)):
+        obs, _ = env.reset(seed=seed)
         done = False
         while not done:
             with torch.no_grad():
@@ -574,9 +642,9 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as
     load_checkpoint returns it) at its epoch with fresh episodes; with eval_only, only evaluate it.
     Returns the run's parts (actor, critics, optimisers, lagrange, normalizer) by name."""
-    # a resumed run is seeded from (seed, epoch): a given checkpoint always goes on the same way
-    seed = int(np.random.SeedSequence([args.seed, checkpoint["epoch"]]).generate_state(1)[0] >> 1) if checkpoint else args.seed
-    torch.manual_seed(seed)
+    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
+    torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
+    torch.manual_seed(torch_seed)
     set_skybox(plain=True)
     envs = safety_gymnasium.vector.SafetySyncVectorEnv([partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
@@ -589,7 +657,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
         if args.lagrangian == "pid" else Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
         "normalizer": ObsNormalizer(shape=(obs_dim,)),
     }
-    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None}
+    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None, "cost_window": []}
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if checkpoint:  # --eval-only needs the actor and the observation statistics alone
         for name in ("actor", "normalizer") if args.eval_only else parts:
@@ -605,7 +673,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
         if args.eval_only:
             evaluate(parts, args, writer, run_dir, counters["global_step"])
         else:
-            obs, _ = envs.reset(seed=seed)
+            obs, _ = envs.reset(seed=env_seeds)
             parts["normalizer"].update(obs)
             train(args, envs, parts["normalizer"](obs), parts, counters, writer, run_dir, stop)
     finally:
@@ -623,8 +691,8 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
     lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
 
     def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at
-        states = copy.deepcopy({name: part.state_dict() for name, part in parts.items()})
-        return {"script": SCRIPT, "args": dict(vars(args)), **counters, **states}
+        states = copy.deepcopy({**counters, **{name: part.state_dict() for name, part in parts.items()}})
+        return {"script": SCRIPT, "args": dict(vars(args)), **states}
 
     for epoch in range(counters["epoch"], num_epochs):
         last_good = snapshot() if args.save_model else None
@@ -642,20 +710,27 @@ def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer
         counters["epoch"], counters["global_step"] = epoch + 1, counters["global_step"] + args.steps_per_epoch
         counters["cumulative_cost"] += data["cost"].sum().item()
 
-        # Lagrange multiplier, once per epoch before the policy update, on the episodes that ended
-        if episodes:
-            counters["mean_episode_cost"] = float(np.mean([episode[2] for episode in episodes]))
-        if counters["mean_episode_cost"] is not None:
-            lagrange.update(counters["mean_episode_cost"])
-        batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
-        try:  # a non-finite gradient raises inside the update; a non-finite loss or KL shows in its stats
-            delta_down = pessimism_radius(args, epoch, counters["global_step"])
+        # Lagrange multiplier, once per epoch before the policy update, on J_c (the last one if no episode ended)
+        mean_episode_cost = cost_estimate(counters["cost_window"], [episode[2] for episode in episodes])
+        counters["mean_episode_cost"] = counters["mean_episode_cost"] if mean_episode_cost is None else mean_episode_cost
+        actor_before = copy.deepcopy(parts["actor"].state_dict())
+        try:  # a non-finite or invalid value stops the run, the actor as before the update (checks name the quantity;
+            # a Normal built from invalid parameters raises ValueError; a non-finite loss or KL shows in the stats)
+            if counters["mean_episode_cost"] is not None:
+                lagrange.update(counters["mean_episode_cost"])
+                require_finite("Lagrange multiplier", lagrange.value)
+            batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
+            require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
+            delta_down = pessimism_radius(args, epoch, counters["global_step"], parts["actor"].log_std.numel())
             stats = {**trpo_update(parts["actor"], batch, args, delta_down), **update_critics(parts, batch, args)}
+            require_finite("actor parameters", *parts["actor"].parameters())
             if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
                 raise FloatingPointError(non_finite[0])
-        except FloatingPointError as fault:
+        except (FloatingPointError, ValueError) as fault:
+            parts["actor"].load_state_dict(actor_before)
+            quantity = fault if isinstance(fault, FloatingPointError) else "policy distribution (mean or std)"
             saved = save_checkpoint(last_good, checkpoint_path)
-            raise SystemExit(f"{SCRIPT}: error: non-finite {fault} in epoch {epoch + 1}{saved}") from None
+            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
 
         # logging (SPEC §9), checkpoint, evaluation
         stats["charts/lagrange_multiplier"], stats["charts/cumulative_cost"] = lagrange.value, counters["cumulative_cost"]

@@ -123,3 +123,25 @@ def test_pid_lagrangian_rises_falls_and_stays_non_negative(name):
     for cost in (30.0, 50.0, 10.0):
         pid.update(cost), clone.update(cost)
         assert clone.value == pid.value
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_cost_estimate_is_safepos_fifty_episode_window_across_epochs(name):
+    """J_c (SPEC §2): at each episode end the mean of the last 50 episode costs, then the mean of those values
+    over the epoch; the window carries over between epochs, and an epoch without an ended episode gives None."""
+    module = load(name)
+    costs = [float(c) for c in np.random.default_rng(3).integers(0, 60, size=130)]
+    epochs = [costs[:30], costs[30:31], [], costs[31:130]]  # the window fills in epoch 4 and then slides
+    window, seen = [], []
+    for episode_costs in epochs:
+        got = module.cost_estimate(window, episode_costs)
+        ends = []
+        for cost in episode_costs:
+            seen.append(cost)
+            ends.append(sum(seen[-50:]) / len(seen[-50:]))
+        assert got is None if not ends else got == pytest.approx(sum(ends) / len(ends), rel=1e-12)
+        assert window == seen[-50:]
+    # by hand: two epochs of a 3-episode window, costs 0, 30, 60 then 90
+    window = []
+    assert module.cost_estimate(window, [0.0, 30.0, 60.0], size=3) == pytest.approx((0 + 15 + 30) / 3)
+    assert module.cost_estimate(window, [90.0], size=3) == pytest.approx(60.0)

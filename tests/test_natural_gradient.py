@@ -1,6 +1,7 @@
 """Fisher-vector product, conjugate gradient, the exact damped-Fisher solve of SHAPO-PPO and the
 TRPO step (SPEC §4, §7), against explicitly built matrices."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import TRPO_SCRIPTS, explicit_fisher, flat, load, synthetic_batch
@@ -24,7 +25,7 @@ def test_conjugate_gradient_solves_the_damped_fisher_system(name):
     fisher = explicit_fisher(actor, batch["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     fvp = module.fisher_vector_product_fn(actor, batch["obs"], damping=0.1)
     b = torch.randn(fisher.shape[0], dtype=torch.float64)
-    x = module.conjugate_gradient(fvp, b, iters=200, residual_tol=1e-20)
+    x = module.conjugate_gradient(fvp, b, iters=200, residual_tol=1e-20, eps=0.0)  # plain CG converges to the solution
     torch.testing.assert_close(x, torch.linalg.solve(fisher, b), rtol=1e-6, atol=1e-8)
     # few iterations already reduce the residual, and more iterations reduce it further
     r5 = (b - fisher @ module.conjugate_gradient(fvp, b, iters=5)).norm()
@@ -37,8 +38,51 @@ def test_conjugate_gradient_on_a_known_matrix(name):
     module = load(name)
     a = torch.tensor([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]], dtype=torch.float64)
     b = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
-    x = module.conjugate_gradient(lambda v: a @ v, b, iters=3, residual_tol=0.0)  # exact in n steps
+    x = module.conjugate_gradient(lambda v: a @ v, b, iters=3, residual_tol=0.0, eps=0.0)  # exact in n steps
     torch.testing.assert_close(x, torch.linalg.solve(a, b))
+
+
+def reference_conjugate_gradient(a: np.ndarray, b: np.ndarray, iters: int, eps=1e-6, tol=1e-10) -> np.ndarray:
+    """The recurrence of OmniSafe's and the release's CG (SPEC §4), written out in float64 NumPy."""
+    x, r = np.zeros_like(b), b.copy()
+    p, rr = r.copy(), r @ r
+    for _ in range(iters):
+        ap = a @ p
+        step = rr / (p @ ap + eps)
+        x, r = x + step * p, r - step * ap
+        rr_next = r @ r
+        if np.sqrt(rr_next) < tol:
+            break
+        p, rr = r + rr_next / (rr + eps) * p, rr_next
+    return x
+
+
+@pytest.mark.parametrize("name", TRPO_SCRIPTS)
+@pytest.mark.parametrize("scale", (1.0, 1e-3))
+def test_conjugate_gradient_is_the_sources_recurrence(name, scale):
+    """On a random SPD system, at a scale where the 1e-6 terms matter (scale 1e-3) and where they do not."""
+    module = load(name)
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(30, 30))
+    a, b = m @ m.T / 30 + 0.1 * np.eye(30), scale * rng.normal(size=30)
+    x = module.conjugate_gradient(lambda v: torch.from_numpy(a) @ v, torch.from_numpy(b), iters=10)
+    np.testing.assert_allclose(x.numpy(), reference_conjugate_gradient(a, b, 10), rtol=1e-10, atol=1e-14)
+    plain = module.conjugate_gradient(lambda v: torch.from_numpy(a) @ v, torch.from_numpy(b), iters=10, eps=0.0)
+    assert (scale == 1.0) == np.allclose(x.numpy(), plain.numpy(), rtol=1e-3), "the 1e-6 terms matter for small b only"
+
+
+@pytest.mark.parametrize("name", TRPO_SCRIPTS)
+def test_zero_gradient_gives_a_zero_step(name):
+    """All-equal advantages give g = 0: x = 0 and a zero (finite) TRPO step, where plain CG divides 0 by 0."""
+    module = load(name)
+    actor, batch = synthetic_batch(module, dtype=torch.float32)
+    fvp = module.fisher_vector_product_fn(actor, batch["obs"], damping=0.1)
+    x = module.conjugate_gradient(fvp, torch.zeros(flat(actor).numel()), iters=15)
+    assert torch.equal(x, torch.zeros_like(x))
+    before = flat(actor)
+    update = module.trpo_update(actor, {**batch, "adv": torch.zeros(len(batch["obs"]))}, module.Args(),
+                                *([1e-5] if "shapo" in name else []))
+    assert torch.equal(flat(actor), before) and update["losses/approx_kl"] == 0.0
 
 
 @pytest.mark.parametrize("hidden, batch_size, act_dim", [((8,), 64, 2), ((16, 16), 64, 3), ((64, 64), 20, 6)])
@@ -51,7 +95,9 @@ def test_exact_damped_fisher_solve_equals_explicit_inverse(hidden, batch_size, a
     solve = module.damped_fisher_solve_fn(actor, batch["obs"])
     for seed in range(2):
         g = torch.randn(damped.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(solve(g), torch.linalg.solve(damped, g), rtol=1e-8, atol=1e-10)
+        x, curvature = solve(g)
+        torch.testing.assert_close(x, torch.linalg.solve(damped, g), rtol=1e-8, atol=1e-10)
+        assert curvature.item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
 
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)

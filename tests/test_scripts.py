@@ -2,6 +2,7 @@
 SHAPO script differs from its twin by SHAPO only."""
 
 import ast
+import dataclasses
 import math
 import subprocess
 import sys
@@ -94,7 +95,23 @@ BAD_FLAGS = {
     "negative multiplier": (["--lagrangian-multiplier-init", "-0.1"], "--lagrangian-multiplier-init must be >= 0"),
     "discount above 1": (["--gamma", "1.5"], "need 0 < --gamma <= 1"),
     "zero-step episodes": (["--max-episode-steps", "0"], "--max-episode-steps must be positive"),
+    "infinite cost limit": (["--cost-limit", "inf"], "--cost-limit must be a finite number, got inf"),
+    "nan discount": (["--gamma", "nan"], "--gamma must be a finite number, got nan"),
+    "infinite learning rate": (["--critic-lr", "inf"], "--critic-lr must be a finite number"),
+    "negative infinite multiplier": (["--lagrangian-multiplier-init", "-inf"], "must be a finite number, got -inf"),
 }
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_float_flag_refuses_inf_and_nan(name):
+    module = load(name)
+    floats = [field.name for field in dataclasses.fields(module.Args) if field.type is float]
+    assert len(floats) >= 8
+    for field in floats:
+        for value in ("inf", "-inf", "nan"):
+            args = module.tyro.cli(module.Args, args=[f"--{field.replace('_', '-')}", value])
+            with pytest.raises(ValueError, match=f"^--{field.replace('_', '-')} must be a finite number"):
+                module.check_args(args)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -110,7 +127,7 @@ def test_bad_flags_are_rejected_before_anything_runs(name, case):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_bad_flag_exits_with_one_line_and_writes_nothing(name, tmp_path):
-    for flags in (["--env-id", "NoSuchTask-v0"], ["--num-envs", "3", "--steps-per-epoch", "1000"]):
+    for flags in (["--env-id", "NoSuchTask-v0"], ["--num-envs", "3", "--steps-per-epoch", "1000"], ["--target-kl", "nan"]):
         result = run_script(name, *flags, cwd=tmp_path)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
@@ -168,10 +185,10 @@ SHAPO_TERMS = ("delta_down", "critic_sam_rho", "pessimism", "NormalDist", "Calla
 @pytest.mark.parametrize(
     "vanilla, shapo, shapo_only, with_shapo_call",
     [
-        ("trpo_lag", "trpo_lag_shapo", {"shapo_gradient", "pessimism_radius", "sam_critic_loss"},
+        ("trpo_lag", "trpo_lag_shapo", {"reweighting_stats", "shapo_gradient", "pessimism_radius", "sam_critic_loss"},
          {"imports", "Args", "check_args", "trpo_update", "update_critics", "train"}),
         ("ppo_lag", "ppo_lag_shapo",
-         {"flat_grad", "set_flat_params", "mean_kl", "damped_fisher_solve_fn", "shapo_gradient", "pessimism_radius",
+         {"flat_grad", "set_flat_params", "mean_kl", "damped_fisher_solve_fn", "reweighting_stats", "shapo_gradient", "pessimism_radius",
           "sam_critic_loss"},
          {"imports", "Args", "check_args", "ppo_update", "train"}),
     ],

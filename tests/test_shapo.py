@@ -5,7 +5,9 @@ import copy
 import math
 from functools import partial
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 from conftest import SHAPO_SCRIPTS, at, explicit_fisher, flat, load, synthetic_batch
 
@@ -15,11 +17,20 @@ def shapo_problem(module, seed=0, batch=128):
     actor, data = synthetic_batch(module, batch=batch, seed=seed)
     if hasattr(module, "trpo_surrogate"):
         surrogate = partial(module.trpo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"])
-        solve = partial(module.conjugate_gradient, module.fisher_vector_product_fn(actor, data["obs"], 0.1), iters=10)
+        fvp = module.fisher_vector_product_fn(actor, data["obs"], 0.1)
+
+        def solve(g):  # as trpo_update builds it
+            x = module.conjugate_gradient(fvp, g, 10)
+            return x, x @ fvp(x)
     else:
         surrogate = partial(module.ppo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"], clip_coef=0.2)
         solve = module.damped_fisher_solve_fn(actor, data["obs"])
     return actor, data, surrogate, solve
+
+
+def exact_solve(matrix, g):
+    x = torch.linalg.solve(matrix, g)
+    return x, x @ matrix @ x
 
 
 def value_and_gradient_at(actor, theta, obs, surrogate):
@@ -38,7 +49,7 @@ def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_
     actor, data, surrogate, solve = shapo_problem(module, seed)
     theta0, obs = flat(actor), data["obs"]
     adam = torch.optim.Adam(actor.parameters())
-    g_tilde, epsilon, stats = module.shapo_gradient(actor, obs, actor(obs), surrogate, solve, delta_down)
+    g_tilde, epsilon, stats = module.shapo_gradient(actor, obs, data["act"], data["adv"], actor(obs), surrogate, solve, delta_down)
 
     assert torch.equal(flat(actor), theta0), "theta0 must be restored exactly"
     assert not adam.state, "the perturbation must leave no trace in an optimiser"
@@ -65,7 +76,7 @@ def test_perturbation_is_the_natural_gradient_step_to_the_ball_boundary(name):
     damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     delta_down = 1e-6
     _, epsilon, stats = module.shapo_gradient(
-        actor, data["obs"], actor(data["obs"]), surrogate, lambda g: torch.linalg.solve(damped, g), delta_down
+        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, lambda g: exact_solve(damped, g), delta_down
     )
     assert stats["shapo/backtracks"] == 0
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
@@ -75,21 +86,25 @@ def test_perturbation_is_the_natural_gradient_step_to_the_ball_boundary(name):
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
-def test_the_scripts_own_solve_gives_the_exact_step_scale(name):
-    """x^T (F + 0.1 I) x = x^T g: exactly for PPO's exact solve, and for TRPO's 10-iteration CG iterate."""
+def test_the_scripts_own_solve_gives_the_step_scale(name):
+    """The solve's quadratic is x^T (F + 0.1 I) x with F built explicitly, as the release computes it
+    (for TRPO's 10-iteration CG iterate that is not x^T g); epsilon's radius is built from it."""
     module = load(name)
-    actor, data, surrogate, solve = shapo_problem(module)
+    actor, data, surrogate, solve = shapo_problem(module, batch=32)
     damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
-    x = solve(gradient0)
-    assert (x @ gradient0).item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
+    x, curvature = solve(gradient0)
+    assert curvature.item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
+    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-6)
+    scale = 0.8 ** stats["shapo/backtracks"]
+    torch.testing.assert_close(epsilon, -scale * math.sqrt(2e-6 / curvature.item()) * x, rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_zero_radius_gives_exactly_the_plain_gradient(name):
     module = load(name)
     actor, data, surrogate, solve = shapo_problem(module)
-    g_tilde, epsilon, stats = module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, solve, 0.0)
+    g_tilde, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 0.0)
     plain = torch.autograd.grad(surrogate(actor(data["obs"])), tuple(actor.parameters()))
     assert torch.equal(g_tilde, torch.cat([g.reshape(-1) for g in plain]))
     assert epsilon.abs().max() == 0 and stats["shapo/kl"] == 0.0
@@ -102,7 +117,7 @@ def test_kl_fallback_when_no_backtrack_fits(name):
     runs = []
     for backtrack_steps in (10, 0):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
         actor, data, surrogate, solve = shapo_problem(module)
-        runs.append(module.shapo_gradient(actor, data["obs"], actor(data["obs"]), surrogate, solve, 1e-4, backtrack_steps))
+        runs.append(module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-4, backtrack_steps))
     (_, full, _), (_, fallback, stats) = runs
     assert stats["shapo/backtracks"] == 0
     torch.testing.assert_close(fallback, 0.1 * full)
@@ -152,14 +167,14 @@ def test_pessimism_schedules(name):
     """SPEC §8: constant; delta_Down / sqrt(epoch + 1); Prop. 5's z_alpha^2 / (2 n_t), z_alpha = Phi^-1(1 - alpha)."""
     module = load(name)
     constant = module.Args(delta_down=2e-5)
-    assert [module.pessimism_radius(constant, epoch, 1000 * epoch + 1000) for epoch in (0, 3)] == [2e-5, 2e-5]
+    assert [module.pessimism_radius(constant, epoch, 1000 * epoch + 1000, 2) for epoch in (0, 3)] == [2e-5, 2e-5]
     decay = module.Args(delta_down=2e-5, pessimism_schedule="sqrt-epoch")
-    assert module.pessimism_radius(decay, 0, 20_000) == 2e-5
-    assert module.pessimism_radius(decay, 3, 80_000) == pytest.approx(1e-5, rel=1e-12)
+    assert module.pessimism_radius(decay, 0, 20_000, 2) == 2e-5
+    assert module.pessimism_radius(decay, 3, 80_000, 2) == pytest.approx(1e-5, rel=1e-12)
     prop5 = module.Args(pessimism_schedule="prop5", pessimism_alpha=0.05)
     z = 1.6448536269514722  # Phi^-1(0.95)
-    assert module.pessimism_radius(prop5, 0, 20_000) == pytest.approx(z**2 / 40_000, rel=1e-12)
-    assert module.pessimism_radius(prop5, 9, 200_000) == pytest.approx(z**2 / 400_000, rel=1e-12)
+    assert module.pessimism_radius(prop5, 0, 20_000, 2) == pytest.approx(z**2 / (2 * 20_000 * 2), rel=1e-12)
+    assert module.pessimism_radius(prop5, 9, 200_000, 6) == pytest.approx(z**2 / (2 * 200_000 * 6), rel=1e-12)
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
@@ -181,3 +196,64 @@ def test_one_epoch_at_zero_radius_matches_the_base_algorithm(name, tmp_path, mon
             assert torch.equal(p, q), key
     assert not all(torch.equal(p, q) for p, q in zip(base["actor"].parameters(), perturbed["actor"].parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(base["reward_critic"].parameters(), sam["reward_critic"].parameters()))
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+@pytest.mark.parametrize("alpha", (0.05, 0.2))
+def test_prop5_radius_puts_the_linearised_objective_at_the_alpha_quantile(name, alpha):
+    """Paper Prop. 5 in the code's units (SPEC §5): with delta_Down = pessimism_radius(prop5) and an undamped
+    exact solve, g^T epsilon equals the alpha-quantile of g^T (theta - theta0) under the posterior
+    theta ~ N(theta0, F_joint^-1 / n), F_joint the Fisher of an action's joint log-likelihood, built here as
+    the average over states of the per-sample score outer products' expectation (1 / sigma^2 J^T J on the
+    mean, 2 on each log std, summed over the action dimensions). The KL check may shrink epsilon by 0.8^k
+    where the true KL exceeds its quadratic model; the quantile is that of the unshrunk step."""
+    module = load(name)
+    act_dim, n = 3, 50_000
+    actor, data = synthetic_batch(module, obs_dim=4, act_dim=act_dim, batch=64, hidden=(4,), seed=3)
+    surrogate = partial(module.trpo_surrogate if hasattr(module, "trpo_surrogate") else module.ppo_surrogate,
+                        act=data["act"], logp_old=data["logp"], adv=data["adv"],
+                        **({} if hasattr(module, "trpo_surrogate") else {"clip_coef": 0.2}))
+    jac = torch.autograd.functional.jacobian(lambda theta: at(actor, theta, data["obs"]).loc, flat(actor))  # [B, A, n]
+    joint = torch.einsum("ban,bam,a->nm", jac, jac, actor.log_std.detach().exp() ** -2) / len(data["obs"])
+    joint[:act_dim, :act_dim] += 2.0 * torch.eye(act_dim, dtype=torch.float64)  # log_std comes first in parameters()
+    code_fisher = explicit_fisher(actor, data["obs"])  # the code's KL units: averaged over action dimensions
+    delta = module.pessimism_radius(module.Args(pessimism_schedule="prop5", pessimism_alpha=alpha), 0, n, act_dim)
+    _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
+    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate,
+                                              lambda g: exact_solve(code_fisher, g), delta)
+    assert stats["shapo/backtracks"] <= 1
+    quantile = 0.8 ** stats["shapo/backtracks"] * torch.distributions.Normal(0.0, math.sqrt(gradient0 @ torch.linalg.solve(joint, gradient0) / n)).icdf(
+        torch.tensor(alpha, dtype=torch.float64))
+    assert (gradient0 @ epsilon).item() == pytest.approx(quantile.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_reweighting_statistics_against_scipy_and_numpy(name):
+    """The reweighting diagnostics (SPEC §5) from log-probs and advantages, computed independently."""
+    module = load(name)
+    rng = np.random.default_rng(0)
+    logp0, log_w, adv = rng.normal(-2, 1, 200), rng.normal(0, 0.01, 200), rng.normal(size=200)
+    stats = module.reweighting_stats(*(torch.from_numpy(v) for v in (logp0, logp0 + log_w, adv)))
+    negative = adv < 0
+    assert stats["shapo/w_mean_negative_adv"] == pytest.approx(np.exp(log_w[negative]).mean(), rel=1e-12)
+    assert stats["shapo/w_mean_positive_adv"] == pytest.approx(np.exp(log_w[adv > 0]).mean(), rel=1e-12)
+    assert stats["shapo/adv_weighted_log_w"] == pytest.approx(np.mean(adv * log_w), rel=1e-12)
+    expected = scipy.stats.spearmanr(np.exp(log_w[negative]), logp0[negative]).statistic
+    assert stats["shapo/rank_corr_w_logp_negative_adv"] == pytest.approx(expected, rel=1e-12)
+    only_positive = module.reweighting_stats(*(torch.from_numpy(v) for v in (logp0, logp0 + log_w, np.abs(adv))))
+    assert set(only_positive) == {"shapo/adv_weighted_log_w", "shapo/w_mean_positive_adv"}
+
+
+@pytest.mark.parametrize("name", SHAPO_SCRIPTS)
+def test_advantage_weighted_log_w_is_g_dot_epsilon_to_first_order(name):
+    """At pi_theta0 = pi_old, log w = grad log pi(theta0)^T epsilon + O(|epsilon|^2), so mean(A log w) = g^T epsilon,
+    which is negative: the perturbation goes downhill on the surrogate. Logged by shapo_gradient itself."""
+    module = load(name)
+    for delta_down in (1e-6, 1e-8):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
+        actor, data, surrogate, solve = shapo_problem(module, seed=1)
+        _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
+        _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]),
+                                                  surrogate, solve, delta_down)
+        first_order = (gradient0 @ epsilon).item()
+        assert first_order < 0 and stats["shapo/adv_weighted_log_w"] < 0
+        assert stats["shapo/adv_weighted_log_w"] == pytest.approx(first_order, rel=30 * math.sqrt(delta_down))

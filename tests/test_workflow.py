@@ -7,6 +7,7 @@ episodes in every env, seeded from (seed, epoch), so a given checkpoint always c
 way; counters, parameters, optimiser states, the Lagrange multiplier, the observation statistics
 and the TensorBoard steps carry over."""
 
+import copy
 import math
 import shutil
 import signal
@@ -192,6 +193,26 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     assert logs["first"]["losses/policy_loss"] != logs["other"]["losses/policy_loss"]
 
 
+def test_runs_share_no_environment_seed(tmp_path, monkeypatch):
+    """SPEC §2: runs 0-9 with 5 envs, their resumptions and their evaluations draw pairwise distinct env seeds
+    (SafePO's seed + i shares 4 of 5 between seeds s and s + 1), and main resets the envs with the drawn ones."""
+    module = load("trpo_lag")
+    drawn = [module.draw_seeds(seed, 6, epoch)[1:] for seed in range(10) for epoch in (0, 7)]
+    drawn += [module.draw_seeds(seed, 10) for seed in range(10)]
+    assert len({s for seeds in drawn for s in seeds}) == sum(map(len, drawn))
+    reset, seen = module.safety_gymnasium.vector.SafetySyncVectorEnv.reset, []
+
+    def recording_reset(self, **kwargs):
+        seen.append(kwargs["seed"])
+        return reset(self, **kwargs)
+
+    monkeypatch.setattr(module.safety_gymnasium.vector.SafetySyncVectorEnv, "reset", recording_reset)
+    monkeypatch.chdir(tmp_path)
+    for seed in (0, 1):
+        module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=200, seed=seed))
+    assert seen == [module.draw_seeds(0, 3, 0)[1:], module.draw_seeds(1, 3, 0)[1:]]
+
+
 @pytest.mark.parametrize("name", ["ppo_lag", "trpo_lag"])
 def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkpoint(name, tmp_path, monkeypatch):
     module = load(name)
@@ -212,7 +233,7 @@ def test_non_finite_update_stops_with_one_line_after_saving_the_last_good_checkp
     with pytest.raises(SystemExit) as stop:
         module.main(module.Args(**{**vars(args), "total_timesteps": 600, "save_model": True}))
     message = str(stop.value.code)
-    assert message.startswith(f"{name}.py: error: non-finite gradient of the ")
+    assert message.startswith(f"{name}.py: error: non-finite or invalid gradient of the ")
     assert "in epoch 2; last good checkpoint (step 200)" in message and "\n" not in message
     run_dir = sorted((tmp_path / "runs").iterdir())[-1]
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
@@ -236,7 +257,7 @@ def test_non_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True))
     message = str(stop.value.code)
-    assert message.startswith("trpo_lag.py: error: non-finite losses/policy_loss in epoch 2; last good checkpoint (step 200)")
+    assert message.startswith("trpo_lag.py: error: non-finite or invalid losses/policy_loss in epoch 2; last good checkpoint (step 200)")
     assert torch.load(only_run_dir(tmp_path) / "checkpoint.pt", weights_only=False)["global_step"] == 200
 
 
@@ -272,3 +293,49 @@ def test_bad_checkpoint_input_gets_one_line_and_writes_nothing(walker_checkpoint
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, (case, result.stderr)
         assert not (tmp_path / "runs").exists(), case
         assert sorted(p for p in walker_checkpoint.parent.iterdir()) == before, case
+
+
+@pytest.mark.parametrize("name", ["ppo_lag_shapo", "trpo_lag_shapo"])
+def test_non_finite_shapo_perturbation_stops_the_run_with_the_actor_restored(name, tmp_path, monkeypatch):
+    """A NaN in the SHAPO solve of epoch 2 stops the run with one line naming the perturbation, after the last
+    good checkpoint; the actor is left as it was before that update, not perturbed."""
+    module = load(name)
+    monkeypatch.chdir(tmp_path)
+    solver = "damped_fisher_solve_fn" if name.startswith("ppo") else "conjugate_gradient"
+    true_solver, actors, epochs = getattr(module, solver), [], []
+    true_update = module.ppo_update if name.startswith("ppo") else module.trpo_update
+
+    def update_recording_the_actor(parts_or_actor, *args):
+        actor = parts_or_actor["actor"] if isinstance(parts_or_actor, dict) else parts_or_actor
+        actors.append(actor)
+        epochs.append(copy.deepcopy(actor.state_dict()))
+        return true_update(parts_or_actor, *args)
+
+    def solver_with_a_nan_in_epoch_two(*args, **kwargs):
+        solve = true_solver(*args, **kwargs)
+        if len(epochs) < 2:
+            return solve
+        if name.startswith("ppo"):
+            return lambda g: tuple(value * math.nan for value in solve(g))
+        return solve * math.nan
+
+    monkeypatch.setattr(module, solver, solver_with_a_nan_in_epoch_two)
+    monkeypatch.setattr(module, "ppo_update" if name.startswith("ppo") else "trpo_update", update_recording_the_actor)
+    with pytest.raises(SystemExit) as stop:
+        module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True,
+                                **({"minibatch_size": 100, "update_epochs": 2} if name.startswith("ppo") else {})))
+    message = str(stop.value.code)
+    assert message.startswith(f"{name}.py: error: non-finite or invalid ") and "\n" not in message
+    assert "in epoch 2; last good checkpoint (step 200)" in message
+    assert "SHAPO perturbation" in message
+    for key, value in actors[-1].state_dict().items():
+        assert torch.equal(value, epochs[-1][key]), key
+
+
+@pytest.mark.parametrize("name, flags", [("ppo_lag_shapo", ["--learning-rate", "1e30"]), ("trpo_lag", ["--lambda-lr", "1e308"]),
+                                         ("ppo_lag", ["--learning-rate", "1e30", "--max-grad-norm", "1e30"])])
+def test_absurd_finite_flags_end_in_one_line_not_a_traceback(name, flags, tmp_path):
+    result = run(name, [*WALKER, "--total-timesteps", "600", "--cost-limit", "0", *flags], tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{name}.py: error: non-finite or invalid "), result.stderr
