@@ -1,6 +1,6 @@
 """Plot: learning curves, safety during training and a return-cost Pareto view of finished runs.
 
-    python plot.py --runs-dir runs --out-dir docs/evidence --table docs/evidence/results.md
+    python plot.py --runs-dir runs --out-dir experiments/evidence --table experiments/evidence/results.md
 
 Reads the TensorBoard event files of every run folder <env-id>__<exp-name>__<seed>__<unix-time>
 found under --runs-dir (at any depth) with TensorBoard's EventAccumulator, groups the runs by env id
@@ -35,7 +35,9 @@ Markdown tables per environment (printed, and written to --table if given):
   * per base/SHAPO pair present (the SHAPO exp-name is the base one with `_shapo` inserted after
     `lag`: ppo_lag / ppo_lag_shapo, trpo_lag_pid / trpo_lag_shapo_pid): SHAPO's mean minus the
     base's mean of each final value with its 95 % interval, marked * where the interval excludes
-    0. Higher return is better (> 0 favours SHAPO), lower cost is better (< 0 favours SHAPO).
+    0. Higher return is better (> 0 favours SHAPO), lower cost is better (< 0 favours SHAPO);
+  * the same pairs paired by seed: each seed's SHAPO-minus-base difference, and their mean with its
+    95 % interval (a bootstrap over the per-seed differences).
 Every interval is scipy.stats.bootstrap's percentile interval (BOOTSTRAP below: confidence level
 0.95, 10,000 resamples, random_state=0, so the tables are reproducible), resampling seeds; for a
 difference the two algorithms' seeds are resampled independently (unpaired) and the statistic is
@@ -258,6 +260,14 @@ def difference_interval(shapo: Sequence[float], base: Sequence[float]) -> Tuple[
     return bootstrap_interval([shapo, base], difference_of_means)
 
 
+def paired_differences(shapo: Sequence[Run], base: Sequence[Run], key: str) -> Dict[int, float]:
+    """{seed: SHAPO's final value minus the base's} for every seed both algorithms ran (a seed run twice counts
+    its last run found)."""
+    base_by_seed = {run.seed: run.final[key] for run in base}
+    shapo_by_seed = {run.seed: run.final[key] for run in shapo}
+    return {seed: shapo_by_seed[seed] - base_by_seed[seed] for seed in sorted(shapo_by_seed) if seed in base_by_seed}
+
+
 def shapo_pairs(algorithms: Sequence[str]) -> List[Tuple[str, str]]:
     """(base, shapo) exp-name pairs present in algorithms: the SHAPO name is the base name with
     `_shapo` inserted after `lag` (ppo_lag / ppo_lag_shapo, trpo_lag_pid / trpo_lag_shapo_pid)."""
@@ -334,6 +344,21 @@ def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int
             ]
             seeds = f"{len(groups[shapo])} / {len(groups[base])}"
             lines.append(f"| {shapo} − {base} | {seeds} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"Paired: per seed that both ran, SHAPO's value minus the base's, and the mean of those differences "
+            f"[{level} CI: {method}, over the per-seed differences]; * the interval excludes 0.",
+            "",
+            "| SHAPO − base, paired | seed | Δ final return | Δ final episodic cost | Δ cumulative training cost |",
+            "|-|-|-|-|-|",
+        ]
+        for base, shapo in pairs:
+            differences = {key: paired_differences(groups[shapo], groups[base], key) for key in MEASURES}
+            for seed in differences["return"]:
+                cells = " | ".join(f"{differences[key][seed]:+.2f}" for key in MEASURES)
+                lines.append(f"| {shapo} − {base} (paired) | {seed} | {cells} |")
+            cells = " | ".join(format_interval(*mean_interval(list(differences[key].values())), signed=True) for key in MEASURES)
+            lines.append(f"| {shapo} − {base} (paired) | mean of {len(differences['return'])} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -159,8 +159,9 @@ def test_shapo_difference_sign_and_marker(tmp_path):
         for seed, (ret, cost, cumulative) in enumerate(seeds):
             write_constant_run(runs, algorithm, seed, ret, cost, cumulative)
     rows = table_rows(plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs")))[ENV])
-    assert [name for name in rows if "−" in name] == ["SHAPO − base", "ppo_lag_shapo − ppo_lag",
-                                                      "trpo_lag_shapo_pid − trpo_lag_pid"]
+    assert [name for name in rows if "−" in name] == [
+        "SHAPO − base", "ppo_lag_shapo − ppo_lag", "trpo_lag_shapo_pid − trpo_lag_pid", "SHAPO − base, paired",
+        "ppo_lag_shapo − ppo_lag (paired)", "trpo_lag_shapo_pid − trpo_lag_pid (paired)"]
 
     better = [parse_cell(cell) for cell in rows["ppo_lag_shapo − ppo_lag"][1:]]
     assert [point for point, *_ in better] == [10.0, -16.5, -106.25]  # differences of the means by hand
@@ -171,6 +172,26 @@ def test_shapo_difference_sign_and_marker(tmp_path):
     overlap = [parse_cell(cell) for cell in rows["trpo_lag_shapo_pid − trpo_lag_pid"][1:]]
     assert [point for point, *_ in overlap] == [-1.0, -1.0, -2.5]
     assert all(low < 0 < high and not mark for _, low, high, mark in overlap)
+
+
+def test_paired_differences_per_seed_and_their_interval(tmp_path):
+    """Pairs by seed: each seed's difference by hand, their mean, and the bootstrap interval over the differences
+    (scipy called here); a seed only one algorithm ran is left out."""
+    runs = tmp_path / "runs"
+    base = {0: (10, 8, 100), 1: (20, 6, 300), 2: (30, 9, 200), 3: (40, 7, 250), 4: (50, 5, 50)}
+    shapo = {0: (13, 8, 90), 1: (21, 5, 310), 2: (35, 9, 180), 3: (41, 6, 255), 5: (99, 0, 0)}
+    for algorithm, seeds in (("trpo_lag", base), ("trpo_lag_shapo", shapo)):
+        for seed, (ret, cost, cumulative) in seeds.items():
+            write_constant_run(runs, algorithm, seed, ret, cost, cumulative)
+    table = plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "out")))[ENV]
+    paired = [line.split("|")[2:-1] for line in table.splitlines() if "(paired)" in line]
+    assert [cells[0].strip() for cells in paired] == ["0", "1", "2", "3", "mean of 4"]
+    assert [float(cells[1]) for cells in paired[:4]] == [3.0, 1.0, 5.0, 1.0]
+    assert [float(cells[3]) for cells in paired[:4]] == [-10.0, 10.0, -20.0, 5.0]
+    point, low, high, marked = parse_cell(paired[4][1].strip())
+    expected = scipy.stats.bootstrap((np.array([3.0, 1.0, 5.0, 1.0]),), np.mean, **BOOTSTRAP).confidence_interval
+    assert point == 2.5 and (low, high) == (round(expected.low, 2), round(expected.high, 2)) and marked
+    assert parse_cell(paired[4][3].strip())[1] < 0 < parse_cell(paired[4][3].strip())[2]
 
 
 def test_one_seed_gives_mean_and_na(tmp_path):
