@@ -77,7 +77,7 @@ BOOTSTRAP = {"method": "percentile", "confidence_level": 0.95, "n_resamples": 10
 class Args:
     runs_dir: str = "runs"
     """folder searched (recursively) for run folders <env-id>__<exp-name>__<seed>__<unix-time>"""
-    out_dir: str = "docs"
+    out_dir: str = "plots"
     """where the figures <env-id>.png go"""
     env_ids: Tuple[str, ...] = ()
     """only these environments; empty: all found"""

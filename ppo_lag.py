@@ -1,8 +1,9 @@
 """PPO-Lag: proximal policy optimisation with a Lagrange multiplier on the episodic cost.
 
-Single-file reference baseline of the SHAPO project (SPEC.md §2-3). Run with
+Single-file reference baseline of the SHAPO project. Run with
     python ppo_lag.py --env-id SafetyPointGoal1-v0
 and see `python ppo_lag.py --help` for every flag. TensorBoard logs go to runs/<run_name>/.
+"spec §n" below is section n of docs/spec.md, which gives the source of every choice (here §2-3).
 """
 
 import copy
@@ -12,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
@@ -29,11 +30,11 @@ from torch.distributions import Normal, kl_divergence
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = os.path.basename(__file__)
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when MuJoCo is imported
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (evaluate.py's videos); read when MuJoCo is imported
 
 
 def import_safety_gymnasium():
-    """Import safety_gymnasium 1.0.0 on Python >= 3.11 (SPEC §11): its asset dataclasses have NumPy
+    """Import safety_gymnasium 1.0.0 on Python >= 3.11 (spec §11): its asset dataclasses have NumPy
     arrays as field defaults, which 3.11 rejects; during the import each becomes a default_factory."""
     plain_dataclass = dataclasses.dataclass
 
@@ -57,84 +58,47 @@ safety_gymnasium = import_safety_gymnasium()
 
 @dataclass
 class Args:
-    exp_name: str = SCRIPT[: -len(".py")]
-    """name of the experiment, part of the run folder runs/<env-id>__<exp-name>__<seed>__<unix-time>"""
-    seed: int = 0
-    """seed of the run: PyTorch's seed and each environment's are drawn from it (see draw_seeds)"""
-    env_id: str = "SafetyPointGoal1-v0"
-    """a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4 (cost 1 on a fall)"""
-    total_timesteps: int = 10_000_000
-    """environment steps of the whole run, all envs together"""
-    num_envs: int = 5
-    """number of environments, stepped one after another in this process"""
-    steps_per_epoch: int = 20_000
-    """transitions collected per epoch (one policy update), all envs together"""
-    cost_limit: float = 25.0
-    """d: bound on the expected undiscounted episodic cost"""
-    max_episode_steps: Optional[int] = None
-    """override the task's time limit (for tests and debugging); None keeps the task's own"""
-    save_model: bool = False
-    """write <run folder>/checkpoint.pt every --save-every epochs, at the end, and on Ctrl-C / SIGTERM"""
-    save_every: int = 10
-    """epochs between checkpoints with --save-model"""
-    resume: Optional[str] = None
-    """checkpoint to continue from, in its run folder; give the run's other flags again"""
-    eval_episodes: int = 0
-    """episodes of the deterministic policy in a separate env, every --eval-every epochs and at the end"""
-    eval_every: int = 10
-    """epochs between evaluations with --eval-episodes"""
-    eval_only: bool = False
-    """only evaluate the --resume checkpoint for --eval-episodes episodes"""
-    capture_video: bool = False
-    """record the evaluation episodes into <run folder>/videos/step<global step>/"""
-    gamma: float = 0.99
-    """discount factor of reward and cost"""
-    gae_lambda: float = 0.95
-    """lambda of generalised advantage estimation"""
-    lagrangian_multiplier_init: float = 0.001
-    """initial value of the Lagrange multiplier"""
-    lambda_lr: float = 0.035
-    """Adam learning rate of the Lagrange multiplier"""
-    critic_l2_coef: float = 0.001
-    """weight of the L2 penalty on the critics' parameters"""
-    max_grad_norm: float = 40.0
-    """gradient-norm clip"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of the actor; it decays linearly to 0 over the epochs"""
-    critic_lr: float = 3e-4
-    """Adam learning rate of the reward and cost critics"""
-    update_epochs: int = 40
-    """maximum passes over the batch per epoch"""
-    minibatch_size: int = 64
-    """transitions per minibatch"""
-    clip_coef: float = 0.2
-    """PPO ratio clip epsilon"""
-    target_kl: float = 0.02
-    """stop the passes early once the mean KL(pi_old || pi) exceeds this"""
+    exp_name: str = SCRIPT[: -len(".py")]  # name of the experiment: runs/<env-id>__<exp-name>__<seed>__<unix-time>/
+    seed: int = 0  # seed of the run: PyTorch's seed and each environment's are drawn from it (see draw_seeds)
+    env_id: str = "SafetyPointGoal1-v0"  # a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4
+    total_timesteps: int = 10_000_000  # environment steps of the whole run, all envs together
+    num_envs: int = 5  # number of environments, stepped one after another in this process
+    steps_per_epoch: int = 20_000  # transitions collected per epoch (one policy update), all envs together
+    cost_limit: float = 25.0  # d: bound on the expected undiscounted episodic cost
+    max_episode_steps: Optional[int] = None  # override the task's time limit (for tests and debugging)
+    save_model: bool = False  # write <run folder>/checkpoint.pt every --save-every epochs, at the end and when stopped
+    save_every: int = 10  # epochs between checkpoints with --save-model
+    resume: Optional[str] = None  # checkpoint to continue from, in its run folder; give the run's other flags again
+    gamma: float = 0.99  # discount factor of reward and cost
+    gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+    lagrangian_multiplier_init: float = 0.001  # initial value of the Lagrange multiplier
+    lambda_lr: float = 0.035  # Adam learning rate of the Lagrange multiplier
+    critic_l2_coef: float = 0.001  # weight of the L2 penalty on the critics' parameters
+    max_grad_norm: float = 40.0  # gradient-norm clip
+    learning_rate: float = 3e-4  # Adam learning rate of the actor; it decays linearly to 0 over the epochs
+    critic_lr: float = 3e-4  # Adam learning rate of the reward and cost critics
+    update_epochs: int = 40  # maximum passes over the batch per epoch
+    minibatch_size: int = 64  # transitions per minibatch
+    clip_coef: float = 0.2  # PPO ratio clip epsilon
+    target_kl: float = 0.02  # stop the passes early once the mean KL(pi_old || pi) exceeds this
+
+
 
 
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
 
 
 class FallCost(gym.Wrapper):
-    """A gymnasium MuJoCo task as a safety task (SPEC §2, [R]): a step costs 1 if the agent fell there."""
+    """A gymnasium MuJoCo task as a safety task (spec §2, [R]): a step costs 1 if the agent fell there."""
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, float(terminated), terminated, truncated, info
 
 
-def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
-    """`count` seeds (ints < 2^32) of run `seed` (SPEC §2) [I]: from the stream of the epoch a training process
-    starts at (0, or a checkpoint's), or with epoch None from the evaluation stream. Runs, epochs and the
-    evaluation draw from distinct streams: SafePO's env seeds seed + i made runs s and s + 1 share envs."""
-    stream = np.random.SeedSequence(seed) if epoch is None else np.random.SeedSequence(seed, spawn_key=(epoch,))
-    return stream.generate_state(count).tolist()
-
-
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
     """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
-    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (SPEC §2)."""
+    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (spec §2)."""
     if env_id in FALL_COST_ENVS:
         env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     else:
@@ -143,10 +107,9 @@ def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: 
 
 
 def set_skybox(plain: bool) -> None:
-    """Choose the skybox of the navigation-task models this process compiles from now on. Each reset
-    compiles a new model, and nearly all of its ~1.3 s goes into decoding the skybox images, which
-    only rendering uses; MuJoCo's builtin gradient (plain) leaves observations, physics, rewards and
-    costs bit-identical, and resets take milliseconds (SPEC §11; tested)."""
+    """Choose the skybox of the navigation-task models this process compiles from now on. Nearly all of a reset's
+    ~1.3 s goes into decoding the skybox images, which only rendering uses; MuJoCo's builtin gradient (plain)
+    leaves observations, physics, rewards and costs bit-identical, and resets take milliseconds (spec §11)."""
 
     def load(file, Loader):  # safety_gymnasium.world reads nothing but its assets.yaml with yaml
         assets = yaml.load(file, Loader)
@@ -159,7 +122,7 @@ def set_skybox(plain: bool) -> None:
 
 
 class ObsNormalizer(RunningMeanStd):
-    """Running mean and variance of the observations, shared by all envs (SPEC §2)."""
+    """Running mean and variance of the observations, shared by all envs (spec §2)."""
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return (obs - self.mean) / np.sqrt(self.var + 1e-8)
@@ -192,22 +155,15 @@ class Actor(nn.Module):
         return Normal(mean, self.log_std.exp().expand_as(mean))
 
 
-def require_finite(quantity: str, *values) -> None:
-    """Raise FloatingPointError(quantity) unless every value (a float or a tensor) is finite throughout."""
-    if not all(torch.isfinite(torch.as_tensor(value)).all() for value in values):
-        raise FloatingPointError(quantity)
-
-
 def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
-    """Mean squared error of a critic V(s) = mlp(obs_dim, 1) to the targets [B], plus l2_coef * (sum of
-    squared parameters) (SPEC §2)."""
+    """Mean squared error of V(obs) [B] to the targets [B], plus l2_coef * (sum of squared parameters) (spec §2)."""
     return (critic(obs).squeeze(-1) - target).pow(2).mean() + l2_coef * sum(p.pow(2).sum() for p in critic.parameters())
 
 
 def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalised advantage estimates; all arguments and the result are [T, N] float tensors.
     next_values[t] is V of the state step t reached (see rollout); terminated[t] = 1 makes that
-    bootstrap 0, dones[t] = 1 (terminated or truncated) cuts the recursion (SPEC §2)."""
+    bootstrap 0, dones[t] = 1 (terminated or truncated) cuts the recursion (spec §2)."""
     deltas = rewards + gamma * next_values * (1.0 - terminated) - values
     advantages, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
@@ -218,7 +174,7 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
 def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam: float, args: Args) -> dict:
     """The flat batch (B = T N rows) of an epoch's rollout `data`: GAE of reward and cost, targets =
     advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lam A_c) / (1 + lam)
-    (SPEC §2). Keys obs, act, logp, adv, target_reward, target_cost."""
+    (spec §2). Keys obs, act, logp, adv, target_reward, target_cost."""
     batch = {"obs": data["obs"].flatten(0, 1), "act": data["act"].flatten(0, 1), "logp": data["logp"].flatten()}
     advantages = {}
     with torch.no_grad():
@@ -232,7 +188,7 @@ def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam
 
 
 def cost_estimate(window: list, episode_costs: list, size: int = 50) -> Optional[float]:
-    """J_c of an epoch as SafePO and the release compute it (SPEC §2): each ended episode's cost joins
+    """J_c of an epoch as SafePO and the release compute it (spec §2): each ended episode's cost joins
     `window`, the last `size` episodes' costs across epochs (updated in place); J_c is the mean, over
     this epoch's episode ends, of the window's mean at that end. None if no episode ended."""
     window_means = []
@@ -244,10 +200,11 @@ def cost_estimate(window: list, episode_costs: list, size: int = 50) -> Optional
 
 
 class Lagrange:
-    """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (SPEC §2)."""
+    """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (spec §2)."""
 
     def __init__(self, cost_limit: float, init: float, lr: float):
-        self.cost_limit, self.value, self.multiplier = cost_limit, float(init), torch.tensor(float(init), requires_grad=True)
+        self.cost_limit, self.value = cost_limit, float(init)
+        self.multiplier = torch.tensor(float(init), requires_grad=True)
         self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
 
     def update(self, mean_episode_cost: float) -> None:
@@ -273,12 +230,12 @@ def ppo_surrogate(dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: 
     return torch.min(ratio * adv, ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * adv).mean()
 
 
-def ppo_update(parts: dict, batch: dict, args: Args) -> dict:
-    """Up to `update_epochs` passes of minibatch Adam steps on the actor and critics of `parts`, one
-    joint gradient clip; stops after a pass whose mean KL(pi_old || pi), summed over action
-    dimensions, exceeds `target_kl`. `batch` as from make_batch. Returns mean losses and diagnostics."""
-    actor, reward_critic, cost_critic = parts["actor"], parts["reward_critic"], parts["cost_critic"]
-    optimizers = [parts[f"{name}_optimizer"] for name in ("actor", "reward_critic", "cost_critic")]
+def ppo_update(agent: SimpleNamespace, batch: dict, args: Args) -> dict:
+    """Up to `update_epochs` passes of minibatch Adam steps on the actor and critics, one joint gradient
+    clip; stops after a pass whose mean KL(pi_old || pi), summed over action dimensions, exceeds
+    `target_kl` (spec §3). `batch` as from make_batch. Returns mean losses and diagnostics."""
+    actor, reward_critic, cost_critic = agent.actor, agent.reward_critic, agent.cost_critic
+    optimizers = [agent.actor_optimizer, agent.reward_critic_optimizer, agent.cost_critic_optimizer]
     params = [*actor.parameters(), *reward_critic.parameters(), *cost_critic.parameters()]
     with torch.no_grad():
         old_dist = actor(batch["obs"])
@@ -307,74 +264,17 @@ def ppo_update(parts: dict, batch: dict, args: Args) -> dict:
     return {**stats, "losses/approx_kl": kl, "losses/update_epochs": update_epoch + 1}
 
 
-def check_args(args: Args) -> None:
-    """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
-    for name, value in vars(args).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
-    if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
-        raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
-                         f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
-    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every eval_every critic_lr lambda_lr"
-    positive += " max_grad_norm learning_rate update_epochs minibatch_size clip_coef target_kl"
-    for name in positive.split():
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in "cost_limit lagrangian_multiplier_init critic_l2_coef eval_episodes".split():
-        if not getattr(args, name) >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
-    if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
-        raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
-                         f"and at most --total-timesteps ({args.total_timesteps})")
-    if args.eval_only and not (args.resume and args.eval_episodes):
-        raise ValueError("--eval-only needs a checkpoint (--resume) and --eval-episodes > 0")
-    if args.capture_video and not args.eval_episodes:
-        raise ValueError("--capture-video records evaluation episodes: give --eval-episodes > 0")
+# an episode that ended during a rollout: the rollout step t at which it ended, and its totals
+Episode = namedtuple("Episode", "t episode_return cost length")
 
 
-# flags a resumed run may change; all others must match the checkpoint's
-RESUMABLE_FLAGS = "total_timesteps save_model save_every resume eval_episodes eval_every eval_only capture_video".split()
-
-
-def load_checkpoint(path: str, args: Args) -> dict:
-    """The checkpoint at `path`; ValueError (one line) if it cannot be read or comes from another
-    script, task or settings (for --eval-only only the task must match)."""
-    try:
-        checkpoint = torch.load(path, weights_only=False)  # our own file: tensors, NumPy arrays, flags
-    except Exception as error:
-        raise ValueError(f"--resume: cannot read {path} as a checkpoint ({type(error).__name__})") from None
-    found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
-    if found != SCRIPT:
-        raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
-    for name in ("env_id",) if args.eval_only else [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
-        if checkpoint["args"].get(name) != getattr(args, name):
-            flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)
-            raise ValueError(f"--resume: {path} was written with {flag} {value}, not {getattr(args, name)}")
-    return checkpoint
-
-
-def save_checkpoint(checkpoint: Optional[dict], path: str) -> str:
-    """Write `checkpoint` atomically, so a file cut off half-way never replaces the last good one;
-    None (no --save-model) writes nothing. Returns the words that tell the user."""
-    if checkpoint is None:
-        return ""
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
-    return f"; last good checkpoint (step {checkpoint['global_step']}) in {path}"
-
-
-def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: list) -> tuple:
-    """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn
-    from parts["actor"]. Episodes run on across epochs, `episode_sums` [3, N] holding the return, cost
-    and length of each one under way (in place; the step that ends it counts, SPEC §2). Returns data
-    (float32 tensors obs, act, logp, next_obs, reward, cost, terminated, done, [T, N, ...]; next_obs[t]
-    the state step t reached: the final observation where truncated, normalised like that step's
-    observations), the next observations and the ended episodes as (t, return, cost, length). Ends
-    early once `stop` is not empty."""
-    actor, normalizer = parts["actor"], parts["normalizer"]
+def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace):
+    """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn from
+    agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the return, cost and length of each
+    one under way (in place; the step that ends it counts, spec §2). Returns data (float32 tensors obs, act, logp,
+    next_obs, reward, cost, terminated, done, [T, N, ...]; next_obs[t] the state step t reached, the final observation
+    where truncated), the next observations and the ended Episodes. Ends early once stop.signal is set."""
+    actor, normalizer = agent.actor, agent.normalizer
     keys = ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated", "done")
     data, episodes = {key: [] for key in keys}, []
     for t in range(num_steps):
@@ -393,50 +293,87 @@ def rollout(envs, parts: dict, obs: np.ndarray, episode_sums: np.ndarray, num_st
             data[key].append(np.asarray(value, dtype=np.float32))
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append((t, *episode_sums[:, i].tolist()))
+            episodes.append(Episode(t, *episode_sums[:2, i].tolist(), int(episode_sums[2, i])))
             episode_sums[:, i] = 0.0
         obs = next_obs
-        if stop:
+        if stop.signal:
             break
     return {key: torch.from_numpy(np.stack(values)) for key, values in data.items()}, obs, episodes
 
 
-def evaluate(parts: dict, args: Args, writer: SummaryWriter, run_dir: str, global_step: int) -> np.ndarray:
-    """`args.eval_episodes` episodes of the deterministic policy (the Gaussian's mean) in a separate
-    env, episode e reset with the e-th evaluation seed of draw_seeds (the same at every evaluation),
-    observations normalised with frozen statistics; with --capture-video recorded, real skybox and all,
-    into <run_dir>/videos/step<global_step>/. Logs eval/{mean,std}_{return,cost} and prints one line.
-    Returns [E, 2]: each episode's return and cost."""
-    video_dir = os.path.join(run_dir, "videos", f"step{global_step}") if args.capture_video else None
-    set_skybox(plain=video_dir is None)
-    env = make_env(args.env_id, args.max_episode_steps, "rgb_array" if video_dir else None)
-    if video_dir:
-        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
-        env = safety_gymnasium.wrappers.with_gymnasium_wrappers(env, record)
-    totals = np.zeros((args.eval_episodes, 2))
-    for episode, seed in enumerate(draw_seeds(args.seed, args.eval_episodes)):
-        obs, _ = env.reset(seed=seed)
-        done = False
-        while not done:
-            with torch.no_grad():
-                action = parts["actor"](torch.as_tensor(parts["normalizer"](obs), dtype=torch.float32)).mean
-            obs, reward, cost, terminated, truncated, _ = env.step(action.numpy())
-            totals[episode] += (reward, cost)
-            done = terminated or truncated
-    env.close()
-    set_skybox(plain=True)
-    (mean_return, mean_cost), (std_return, std_cost) = totals.mean(0), totals.std(0)
-    for tag, value in ("mean_return", mean_return), ("std_return", std_return), ("mean_cost", mean_cost), ("std_cost", std_cost):
-        writer.add_scalar(f"eval/{tag}", value, global_step)
-    print(f"eval at step {global_step}: {args.eval_episodes} episodes | return {mean_return:.2f} ± {std_return:.2f} "
-          f"cost {mean_cost:.2f} ± {std_cost:.2f}", flush=True)
-    return totals
+def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: SimpleNamespace, writer: SummaryWriter,
+          run_dir: str, stop: SimpleNamespace) -> None:
+    """The epochs from progress.epoch on, from the envs' first normalised observations `obs` [N, obs_dim]: rollout,
+    J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
+    num_epochs, checkpoint_path = args.total_timesteps // args.steps_per_epoch, os.path.join(run_dir, "checkpoint.pt")
+    episode_sums = np.zeros((3, args.num_envs))  # return, cost and length of each env's episode under way
+    start_time, start_step = time.time(), progress.global_step
+
+    def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at (a deep copy)
+        states = {name: part.state_dict() for name, part in vars(agent).items()}
+        return copy.deepcopy({"script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states})
+
+    for epoch in range(progress.epoch, num_epochs):
+        last_good = snapshot() if args.save_model else None
+        rollout_start = time.perf_counter()
+        data, obs, episodes = rollout(envs, agent, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
+        if stop.signal:
+            step = progress.global_step + len(data["obs"]) * args.num_envs
+            print(f"{SCRIPT}: stopped by {stop.signal} at step {step}{save_checkpoint(last_good, checkpoint_path)}", flush=True)
+            return
+        update_start = time.perf_counter()
+        for episode in episodes:
+            step = progress.global_step + (episode.t + 1) * args.num_envs
+            for name, value in (("return", episode.episode_return), ("cost", episode.cost), ("length", episode.length)):
+                writer.add_scalar(f"charts/episodic_{name}", value, step)
+        progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
+        progress.cumulative_cost += data["cost"].sum().item()
+
+        # J_c, the Lagrange multiplier (once per epoch, before the policy) and the update. A non-finite or invalid value
+        # stops the run, the actor as it was (checks name it; a Normal of invalid parameters raises ValueError)
+        mean_episode_cost = cost_estimate(progress.cost_window, [episode.cost for episode in episodes])
+        progress.mean_episode_cost = progress.mean_episode_cost if mean_episode_cost is None else mean_episode_cost
+        actor_before = copy.deepcopy(agent.actor.state_dict())
+        try:
+            if progress.mean_episode_cost is not None:
+                agent.lagrange.update(progress.mean_episode_cost)
+                require_finite("Lagrange multiplier", agent.lagrange.value)
+            batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.value, args)
+            require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
+            agent.actor_optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
+            stats = ppo_update(agent, batch, args)
+            require_finite("actor parameters", *agent.actor.parameters())
+            if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
+                raise FloatingPointError(non_finite[0])
+        except (FloatingPointError, ValueError) as fault:
+            agent.actor.load_state_dict(actor_before)
+            quantity = fault if isinstance(fault, FloatingPointError) else "policy distribution (mean or std)"
+            saved = save_checkpoint(last_good, checkpoint_path)
+            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
+
+        # logging (spec §9), checkpoint, evaluation
+        stats["charts/lagrange_multiplier"] = agent.lagrange.value
+        stats["charts/Jc"] = progress.mean_episode_cost  # None (not logged) until an episode has ended
+        stats["charts/cumulative_cost"] = progress.cumulative_cost
+        stats["charts/cost_rate"] = progress.cumulative_cost / progress.global_step
+        stats["charts/SPS"] = (progress.global_step - start_step) / (time.time() - start_time)
+        stats["perf/rollout_seconds"] = update_start - rollout_start
+        stats["perf/update_seconds"] = time.perf_counter() - update_start
+        for key, value in stats.items():
+            if value is not None:
+                writer.add_scalar(key, value, progress.global_step)
+        mean_return = np.mean([episode.episode_return for episode in episodes]) if episodes else math.nan
+        mean_cost = np.mean([episode.cost for episode in episodes]) if episodes else math.nan
+        print(f"epoch {epoch + 1}/{num_epochs} step {progress.global_step} | episodes {len(episodes)} return {mean_return:.2f} "
+              f"cost {mean_cost:.2f} | lambda {agent.lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
+              f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
+        if args.save_model and (progress.epoch % args.save_every == 0 or progress.epoch == num_epochs):
+            save_checkpoint(snapshot(), checkpoint_path)
 
 
-def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
-    """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as
-    load_checkpoint returns it) at its epoch with fresh episodes; with eval_only, only evaluate it.
-    Returns the run's parts (actor, critics, optimisers, lagrange, normalizer) by name."""
+def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
+    """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as load_checkpoint
+    returns it) at its epoch with fresh episodes. Returns the run's agent."""
     # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
     torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
     torch.manual_seed(torch_seed)
@@ -444,107 +381,113 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> dict:
     envs = safety_gymnasium.vector.SafetySyncVectorEnv([partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor, reward_critic, cost_critic = Actor(obs_dim, act_dim), mlp(obs_dim, 1), mlp(obs_dim, 1)  # critics V_r, V_c
-    parts = {  # everything with a state, as a checkpoint keeps it
-        "actor": actor, "reward_critic": reward_critic, "cost_critic": cost_critic,
-        "actor_optimizer": torch.optim.Adam(actor.parameters(), lr=args.learning_rate),
-        "reward_critic_optimizer": torch.optim.Adam(reward_critic.parameters(), lr=args.critic_lr),
-        "cost_critic_optimizer": torch.optim.Adam(cost_critic.parameters(), lr=args.critic_lr),
-        "lagrange": Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
-        "normalizer": ObsNormalizer(shape=(obs_dim,)),
-    }
-    counters = {"epoch": 0, "global_step": 0, "cumulative_cost": 0.0, "mean_episode_cost": None, "cost_window": []}
+    agent = SimpleNamespace(  # all that learns or keeps statistics; a checkpoint stores each part under its name
+        actor=actor, reward_critic=reward_critic, cost_critic=cost_critic,
+        actor_optimizer=torch.optim.Adam(actor.parameters(), lr=args.learning_rate),
+        reward_critic_optimizer=torch.optim.Adam(reward_critic.parameters(), lr=args.critic_lr),
+        cost_critic_optimizer=torch.optim.Adam(cost_critic.parameters(), lr=args.critic_lr),
+        lagrange=Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
+        normalizer=ObsNormalizer(shape=(obs_dim,)),
+    )
+    # where the run stands at an epoch boundary; J_c is mean_episode_cost, cost_window its episodes (cost_estimate)
+    progress = SimpleNamespace(epoch=0, global_step=0, cumulative_cost=0.0, mean_episode_cost=None, cost_window=[])
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if checkpoint:  # --eval-only needs the actor and the observation statistics alone
-        for name in ("actor", "normalizer") if args.eval_only else parts:
-            parts[name].load_state_dict(checkpoint[name])
-        counters, run_dir = {key: checkpoint[key] for key in counters}, os.path.dirname(os.path.abspath(args.resume))
+    if checkpoint:
+        for name, part in vars(agent).items():
+            part.load_state_dict(checkpoint[name])
+        progress = SimpleNamespace(**{key: checkpoint[key] for key in vars(progress)})
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
     # a resumed run first drops whatever the stopped one logged after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=counters["global_step"] + 1 if checkpoint else None)
+    writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    stop = []  # SIGINT (Ctrl-C) and SIGTERM add their name; the rollout then ends after its current step
-    handlers = {sig: signal.signal(sig, lambda num, _: stop.append(signal.Signals(num).name)) for sig in (2, 15)}
+    stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the rollout then ends after its step
+
+    def request_stop(signum: int, _frame) -> None:
+        stop.signal = stop.signal or signal.Signals(signum).name
+
+    handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if args.eval_only:
-            evaluate(parts, args, writer, run_dir, counters["global_step"])
-        else:
-            obs, _ = envs.reset(seed=env_seeds)
-            parts["normalizer"].update(obs)
-            train(args, envs, parts["normalizer"](obs), parts, counters, writer, run_dir, stop)
+        obs, _ = envs.reset(seed=env_seeds)
+        agent.normalizer.update(obs)
+        train(args, envs, agent.normalizer(obs), agent, progress, writer, run_dir, stop)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         writer.close()
-    return parts
+    return agent
 
 
-def train(args: Args, envs, obs: np.ndarray, parts: dict, counters: dict, writer: SummaryWriter, run_dir: str, stop: list):
-    """The epochs from counters["epoch"] on, from the envs' first normalised observations `obs` [N, obs_dim]:
-    rollout, Lagrange multiplier, advantages, update, logging, checkpoint, evaluation (SPEC §2, §9)."""
-    num_epochs, checkpoint_path = args.total_timesteps // args.steps_per_epoch, os.path.join(run_dir, "checkpoint.pt")
-    lagrange, episode_sums, start = parts["lagrange"], np.zeros((3, args.num_envs)), (time.time(), counters["global_step"])
+# ==== Run management: seeds, argument checks, checkpoints and resume (evaluation and video: evaluate.py). ============
+# ==== None of it changes what the algorithm above computes: a reader of the algorithm may stop here. ================
+def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
+    """`count` seeds (ints < 2^32) of run `seed` (spec §2) [I]: from the stream of the epoch a training process
+    starts at (0, or a checkpoint's), or with epoch None from the evaluation stream. Runs, epochs and the
+    evaluation draw from distinct streams: SafePO's env seeds seed + i made runs s and s + 1 share envs."""
+    stream = np.random.SeedSequence(seed) if epoch is None else np.random.SeedSequence(seed, spawn_key=(epoch,))
+    return stream.generate_state(count).tolist()
 
-    def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at
-        states = copy.deepcopy({**counters, **{name: part.state_dict() for name, part in parts.items()}})
-        return {"script": SCRIPT, "args": dict(vars(args)), **states}
 
-    for epoch in range(counters["epoch"], num_epochs):
-        last_good = snapshot() if args.save_model else None
-        rollout_start = time.perf_counter()
-        data, obs, episodes = rollout(envs, parts, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
-        if stop:
-            step = counters["global_step"] + len(data["obs"]) * args.num_envs
-            print(f"{SCRIPT}: stopped by {stop[0]} at step {step}{save_checkpoint(last_good, checkpoint_path)}", flush=True)
-            return
-        update_start = time.perf_counter()
-        for t, episode_return, episode_cost, length in episodes:
-            step = counters["global_step"] + (t + 1) * args.num_envs
-            for name, value in (("return", episode_return), ("cost", episode_cost), ("length", length)):
-                writer.add_scalar(f"charts/episodic_{name}", value, step)
-        counters["epoch"], counters["global_step"] = epoch + 1, counters["global_step"] + args.steps_per_epoch
-        counters["cumulative_cost"] += data["cost"].sum().item()
+def require_finite(quantity: str, *values) -> None:
+    """Raise FloatingPointError(quantity) unless every value (a float or a tensor) is finite throughout."""
+    if not all(torch.isfinite(torch.as_tensor(value)).all() for value in values):
+        raise FloatingPointError(quantity)
 
-        # Lagrange multiplier, once per epoch before the policy update, on J_c (the last one if no episode ended)
-        mean_episode_cost = cost_estimate(counters["cost_window"], [episode[2] for episode in episodes])
-        counters["mean_episode_cost"] = counters["mean_episode_cost"] if mean_episode_cost is None else mean_episode_cost
-        actor_before = copy.deepcopy(parts["actor"].state_dict())
-        try:  # a non-finite or invalid value stops the run, the actor as before the update (checks name the quantity;
-            # a Normal built from invalid parameters raises ValueError; a non-finite loss or KL shows in the stats)
-            if counters["mean_episode_cost"] is not None:
-                lagrange.update(counters["mean_episode_cost"])
-                require_finite("Lagrange multiplier", lagrange.value)
-            batch = make_batch(data, parts["reward_critic"], parts["cost_critic"], lagrange.value, args)
-            require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
-            parts["actor_optimizer"].param_groups[0]["lr"] = args.learning_rate * (1.0 - epoch / num_epochs)
-            stats = ppo_update(parts, batch, args)
-            require_finite("actor parameters", *parts["actor"].parameters())
-            if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
-                raise FloatingPointError(non_finite[0])
-        except (FloatingPointError, ValueError) as fault:
-            parts["actor"].load_state_dict(actor_before)
-            quantity = fault if isinstance(fault, FloatingPointError) else "policy distribution (mean or std)"
-            saved = save_checkpoint(last_good, checkpoint_path)
-            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
 
-        # logging (SPEC §9), checkpoint, evaluation
-        stats["charts/lagrange_multiplier"], stats["charts/cumulative_cost"] = lagrange.value, counters["cumulative_cost"]
-        stats["charts/cost_rate"] = counters["cumulative_cost"] / counters["global_step"]
-        stats["charts/SPS"] = (counters["global_step"] - start[1]) / (time.time() - start[0])
-        stats["perf/rollout_seconds"] = update_start - rollout_start
-        stats["perf/update_seconds"] = time.perf_counter() - update_start
-        stats["charts/Jc"] = counters["mean_episode_cost"]  # None (not logged) until an episode has ended
-        for key, value in stats.items():
-            if value is not None:
-                writer.add_scalar(key, value, counters["global_step"])
-        mean_return, mean_cost = np.mean([episode[1:3] for episode in episodes], axis=0) if episodes else (math.nan, math.nan)
-        print(f"epoch {epoch + 1}/{num_epochs} step {counters['global_step']} | episodes {len(episodes)} "
-              f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
-              f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
-        if args.save_model and (counters["epoch"] % args.save_every == 0 or counters["epoch"] == num_epochs):
-            save_checkpoint(snapshot(), checkpoint_path)
-        if args.eval_episodes and (counters["epoch"] % args.eval_every == 0 or counters["epoch"] == num_epochs):
-            evaluate(parts, args, writer, run_dir, counters["global_step"])
+def check_args(args: Args) -> None:
+    """Raise ValueError with a one-line message for an unsupported task or the first meaningless flag."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
+    if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
+        raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
+                         f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
+    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lambda_lr"
+    positive += " max_grad_norm learning_rate update_epochs minibatch_size clip_coef target_kl"
+    for name in positive.split():
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in "cost_limit lagrangian_multiplier_init critic_l2_coef".split():
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
+    if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
+        raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
+                         f"and at most --total-timesteps ({args.total_timesteps})")
+
+
+# flags a resumed run may change; all others must match the checkpoint's
+RESUMABLE_FLAGS = "total_timesteps save_model save_every resume".split()
+
+
+def load_checkpoint(path: str, args: Args) -> dict:
+    """The checkpoint at `path`; ValueError (one line) if it cannot be read or comes from another script, task
+    or settings."""
+    try:
+        checkpoint = torch.load(path, weights_only=False)  # our own file: tensors, NumPy arrays, flags
+    except Exception as error:
+        raise ValueError(f"--resume: cannot read {path} as a checkpoint ({type(error).__name__})") from None
+    found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
+    if found != SCRIPT:
+        raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
+    for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
+        if checkpoint["args"].get(name) != getattr(args, name):
+            flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)
+            raise ValueError(f"--resume: {path} was written with {flag} {value}, not {getattr(args, name)}")
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: Optional[dict], path: str) -> str:
+    """Write `checkpoint` atomically, so a file cut off half-way never replaces the last good one;
+    None (no --save-model) writes nothing. Returns the words that tell the user."""
+    if checkpoint is None:
+        return ""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return f"; last good checkpoint (step {checkpoint['global_step']}) in {path}"
 
 
 if __name__ == "__main__":

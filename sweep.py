@@ -25,7 +25,7 @@ run in slices (several sittings, preemptible nodes, `timeout 2h python sweep.py 
     <checkpoint> and goes on in that folder. The checkpoints are read by --python in one subprocess
     (the sweep itself does without PyTorch). Only the steps are compared: a finished run is skipped
     whatever its other flags, and an unfinished one whose flags other than --total-timesteps,
-    --save-every and the evaluation flags differ fails with the script's own --resume error; use a
+    and --save-every differ fails with the script's own --resume error; use a
     new --out-dir for other settings.
   * A run without any folder holding a checkpoint starts fresh in a new folder. Folders without a
     checkpoint (a run killed before its first one, or a run made without --save-model, e.g. by an
@@ -35,7 +35,7 @@ run in slices (several sittings, preemptible nodes, `timeout 2h python sweep.py 
   * Pass --save-every N through to bound what a run killed without warning (SIGKILL, power loss)
     loses: the epochs since its last checkpoint (the scripts write one every 10 epochs by default).
   * Ctrl-C or SIGTERM to the sweep stops it: every running run gets SIGTERM, finishes its current
-    environment step (or the policy update or evaluation under way, then one step), writes the
+    environment step (or the policy update under way, then one step), writes the
     checkpoint of its last epoch boundary and exits 0. The runs live in sessions of their own, so the
     terminal's Ctrl-C reaches only the sweep, which forwards it. The sweep waits for them, starts no
     new run, prints one summary line on stderr and exits with 128 + the signal's number (130 for

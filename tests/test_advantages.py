@@ -1,4 +1,4 @@
-"""GAE with truncation and termination, and the Lagrange multiplier (SPEC §1-2)."""
+"""GAE with truncation and termination, and the Lagrange multiplier (spec §1-2)."""
 
 import numpy as np
 import pytest
@@ -87,7 +87,7 @@ def test_lagrange_multiplier_never_goes_below_zero(name):
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)
 def test_pid_lagrangian_follows_its_update_rule(name):
-    """Three steps computed by hand from the PID rule of SPEC §8 (kp 0.1, ki 0.01, kd 0.01,
+    """Three steps computed by hand from the PID rule of spec §8 (kp 0.1, ki 0.01, kd 0.01,
     EMA 0.95, derivative against the cost EMA of d_delay = 2 updates ago)."""
     module = load(name)
     pid = module.PIDLagrange(cost_limit=25.0, init=0.001, kp=0.1, ki=0.01, kd=0.01, d_delay=2)
@@ -127,7 +127,7 @@ def test_pid_lagrangian_rises_falls_and_stays_non_negative(name):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_cost_estimate_is_safepos_fifty_episode_window_across_epochs(name):
-    """J_c (SPEC §2): at each episode end the mean of the last 50 episode costs, then the mean of those values
+    """J_c (spec §2): at each episode end the mean of the last 50 episode costs, then the mean of those values
     over the epoch; the window carries over between epochs, and an epoch without an ended episode gives None."""
     module = load(name)
     costs = [float(c) for c in np.random.default_rng(3).integers(0, 60, size=130)]

@@ -1,9 +1,11 @@
 """Environment setup and the rollout on real tasks: exact episode accounting, fall costs, the shared
-observation normalisation and its final observations, fast resets (SPEC §2, §11)."""
+observation normalisation and its final observations, fast resets (spec §2, §11)."""
 
 import subprocess
 import sys
 from functools import partial
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,22 +16,22 @@ module = load("ppo_lag")  # environment and rollout code is identical in the fou
 
 
 def setup(env_id, num_envs=2, max_episode_steps=None, seed=0):
-    """What main builds before its first epoch: envs, parts (actor, normalizer) and the first observations."""
+    """What main builds before its first epoch: envs, the agent's actor and normalizer, and the first observations."""
     module.set_skybox(plain=True)
     envs = module.safety_gymnasium.vector.SafetySyncVectorEnv([partial(module.make_env, env_id, max_episode_steps)] * num_envs)
     torch.manual_seed(seed)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    parts = {"actor": module.Actor(obs_dim, act_dim), "normalizer": module.ObsNormalizer(shape=(obs_dim,))}
+    agent = SimpleNamespace(actor=module.Actor(obs_dim, act_dim), normalizer=module.ObsNormalizer(shape=(obs_dim,)))
     obs, _ = envs.reset(seed=seed)
-    parts["normalizer"].update(obs)
-    return envs, parts, parts["normalizer"](obs)
+    agent.normalizer.update(obs)
+    return envs, agent, agent.normalizer(obs)
 
 
 def test_fall_cost_is_paid_on_the_step_that_ends_the_episode():
     """Walker2d-v4 under a fresh policy falls within a few dozen steps: each step costs exactly
     `terminated`, and each episode's cost is 1 if it ended by a fall, else 0."""
-    envs, parts, obs = setup("Walker2d-v4", max_episode_steps=60)
-    data, _, episodes = module.rollout(envs, parts, obs, np.zeros((3, 2)), 300, stop=[])
+    envs, agent, obs = setup("Walker2d-v4", max_episode_steps=60)
+    data, _, episodes = module.rollout(envs, agent, obs, np.zeros((3, 2)), 300, stop=SimpleNamespace(signal=None))
     envs.close()
     assert torch.equal(data["cost"], data["terminated"]) and data["terminated"].sum() > 0
     assert len(episodes) == int(data["done"].sum())
@@ -65,13 +67,13 @@ def test_episode_statistics_equal_a_replay_on_a_single_env():
     episode replayed step by step on a plain environment with the same seed and actions, its last
     step included; the running sums carry over from one rollout (epoch) to the next."""
     seed, horizon, num_envs = 0, 40, 2
-    envs, parts, obs = setup("SafetyPointGoal1-v0", num_envs, horizon, seed)
+    envs, agent, obs = setup("SafetyPointGoal1-v0", num_envs, horizon, seed)
     with torch.no_grad():  # drive straight ahead: env 0 enters a hazard on its first episode's last steps
-        parts["actor"].mean[-1].weight.zero_(), parts["actor"].mean[-1].bias.copy_(torch.tensor([1.0, 0.0]))
-        parts["actor"].log_std.fill_(-20.0)
+        agent.actor.mean[-1].weight.zero_(), agent.actor.mean[-1].bias.copy_(torch.tensor([1.0, 0.0]))
+        agent.actor.log_std.fill_(-20.0)
     sums, episodes, actions = np.zeros((3, num_envs)), [], []
     for _ in range(4):  # 4 epochs of 25 steps
-        data, obs, ended = module.rollout(envs, parts, obs, sums, 25, stop=[])
+        data, obs, ended = module.rollout(envs, agent, obs, sums, 25, stop=SimpleNamespace(signal=None))
         actions.append(data["act"])
         episodes += [(len(actions) * 25 - 25 + t, *rest) for t, *rest in ended]
     envs.close()
@@ -93,8 +95,8 @@ def test_episode_statistics_equal_a_replay_on_a_single_env():
 
 
 def test_normalisation_is_shared_and_final_observations_get_the_same_transform():
-    envs, parts, obs = setup("Walker2d-v4", max_episode_steps=5)
-    normalizer, raw = parts["normalizer"], []
+    envs, agent, obs = setup("Walker2d-v4", max_episode_steps=5)
+    normalizer, raw = agent.normalizer, []
     inner_step = envs.step
 
     def recording_step(actions):
@@ -105,7 +107,7 @@ def test_normalisation_is_shared_and_final_observations_get_the_same_transform()
 
     envs.step = recording_step
     assert normalizer.count == pytest.approx(2, abs=1e-3)  # one statistic for both envs
-    data, _, _ = module.rollout(envs, parts, obs, np.zeros((3, 2)), 5, stop=[])
+    data, _, _ = module.rollout(envs, agent, obs, np.zeros((3, 2)), 5, stop=SimpleNamespace(signal=None))
     envs.close()
     assert normalizer.count == pytest.approx(12, abs=1e-3), "final observations must not update the statistics"
     assert data["terminated"].sum() == 0 and data["done"][-1].all(), "both episodes truncated at step 5"

@@ -1,5 +1,5 @@
 """Fisher-vector product, conjugate gradient, the exact damped-Fisher solve of SHAPO-PPO and the
-TRPO step (SPEC §4, §7), against explicitly built matrices."""
+TRPO step (spec §4, §7), against explicitly built matrices."""
 
 import numpy as np
 import pytest
@@ -43,7 +43,7 @@ def test_conjugate_gradient_on_a_known_matrix(name):
 
 
 def reference_conjugate_gradient(a: np.ndarray, b: np.ndarray, iters: int, eps=1e-6, tol=1e-10) -> np.ndarray:
-    """The recurrence of OmniSafe's and the release's CG (SPEC §4), written out in float64 NumPy."""
+    """The recurrence of OmniSafe's and the release's CG (spec §4), written out in float64 NumPy."""
     x, r = np.zeros_like(b), b.copy()
     p, rr = r.copy(), r @ r
     for _ in range(iters):
@@ -87,7 +87,7 @@ def test_zero_gradient_gives_a_zero_step(name):
 
 @pytest.mark.parametrize("hidden, batch_size, act_dim", [((8,), 64, 2), ((16, 16), 64, 3), ((64, 64), 20, 6)])
 def test_exact_damped_fisher_solve_equals_explicit_inverse(hidden, batch_size, act_dim):
-    """SHAPO-PPO's Woodbury solve (SPEC §7, our reading [I]) against (F + 0.1 I)^-1 g with F built
+    """SHAPO-PPO's Woodbury solve (spec §7, our reading [I]) against (F + 0.1 I)^-1 g with F built
     explicitly, including a minibatch whose B A is far below the number of parameters."""
     module = load("ppo_lag_shapo")
     actor, batch = synthetic_batch(module, obs_dim=5, act_dim=act_dim, batch=batch_size, hidden=hidden, seed=2)

@@ -25,7 +25,9 @@ EXTRA_TAGS = {
     "ppo_lag_shapo": {"losses/update_epochs"},
     "trpo_lag_shapo": {"trpo/step_fraction", "trpo/backtracks"},
 }
-SHAPO_TAGS = {"shapo/kl", "shapo/perturbation_norm", "shapo/backtracks", "shapo/cos_sim", "shapo/delta_down"}
+SHAPO_TAGS = {"shapo/kl", "shapo/perturbation_norm", "shapo/backtracks", "shapo/cos_sim", "shapo/delta_down",
+              "shapo/w_mean_negative_adv", "shapo/w_mean_positive_adv", "shapo/adv_weighted_log_w",
+              "shapo/rank_corr_w_logp_negative_adv"}
 
 
 def run_script(name, *flags, cwd):
@@ -71,7 +73,7 @@ def test_shapo_trpo_trains_on_ant_with_every_option(tmp_path):
 
 @pytest.mark.parametrize("name", ["trpo_lag", "trpo_lag_shapo"])
 def test_pid_lagrangian_end_to_end(name, tmp_path):
-    """--lagrangian pid (SPEC §8): Walker2d falls cost 1 each, so with cost limit 0 lambda climbs."""
+    """--lagrangian pid (spec §8): Walker2d falls cost 1 each, so with cost limit 0 lambda climbs."""
     result = run_script(
         name, "--env-id", "Walker2d-v4", "--total-timesteps", "600", "--steps-per-epoch", "200", "--num-envs", "2",
         "--cost-limit", "0", "--lagrangian", "pid", cwd=tmp_path,
@@ -206,18 +208,19 @@ def test_common_parts_are_identical_in_the_four_scripts():
     sources = [top_level_sources(name) for name in SCRIPTS]
     # each algorithm's own flags, imports, parts and update calls
     common = set.intersection(*(set(s) for s in sources)) - {"imports", "Args", "check_args", "main", "train"}
-    assert {"make_env", "set_skybox", "rollout", "compute_gae", "make_batch", "Lagrange", "evaluate", "__main__"} <= common
+    assert {"make_env", "set_skybox", "rollout", "compute_gae", "make_batch", "cost_estimate", "Lagrange", "draw_seeds",
+            "load_checkpoint", "__main__"} <= common
     for key in common:
         assert len({s[key] for s in sources}) == 1, f"{key} differs between the scripts"
     for key in ("flat_grad", "set_flat_params", "mean_kl"):
         assert len({top_level_sources(name)[key] for name in ("trpo_lag", "trpo_lag_shapo", "ppo_lag_shapo")}) == 1, key
-    for key in ("shapo_gradient", "pessimism_radius", "sam_critic_loss"):
+    for key in ("reweighting_stats", "shapo_gradient", "pessimism_radius", "sam_critic_loss"):
         assert len({top_level_sources(name)[key] for name in ("ppo_lag_shapo", "trpo_lag_shapo")}) == 1, key
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_networks_use_pytorch_default_initialisation(name):
-    """SPEC §2 (as the release and SafePO): nn.Linear's own initialisation, log std 0. Built from the
+    """spec §2 (as the release and SafePO): nn.Linear's own initialisation, log std 0. Built from the
     same seed, the actor's and a critic's layers equal freshly made nn.Linear layers."""
     module = load(name)
     for seed in (0, 1):

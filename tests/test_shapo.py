@@ -1,4 +1,4 @@
-"""The SHAPO perturbation (SPEC §5), critic SAM and the pessimism schedules (SPEC §8), and the SHAPO
+"""The SHAPO perturbation (spec §5), critic SAM and the pessimism schedules (spec §8), and the SHAPO
 scripts' equivalence to their twins at delta_Down = 0 and rho_critic = 0."""
 
 import copy
@@ -112,7 +112,7 @@ def test_zero_radius_gives_exactly_the_plain_gradient(name):
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_kl_fallback_when_no_backtrack_fits(name):
-    """With 0 backtracking tries the fallback 0.1 epsilon is used (SPEC §5 step 4)."""
+    """With 0 backtracking tries the fallback 0.1 epsilon is used (spec §5 step 4)."""
     module = load(name)
     runs = []
     for backtrack_steps in (10, 0):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
@@ -125,7 +125,7 @@ def test_kl_fallback_when_no_backtrack_fits(name):
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_critic_sam_step_matches_a_hand_computed_one(name):
-    """SPEC §8 on a tiny critic: e = rho g / |g| with g the MSE's gradient, then the MSE's gradient at
+    """spec §8 on a tiny critic: e = rho g / |g| with g the MSE's gradient, then the MSE's gradient at
     w + e plus the L2 term's gradient 2 c w at w; w itself is left exactly as it was."""
     module = load(name)
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ def test_critic_sam_at_zero_radius_is_the_plain_update_bit_for_bit(name):
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_pessimism_schedules(name):
-    """SPEC §8: constant; delta_Down / sqrt(epoch + 1); Prop. 5's z_alpha^2 / (2 n_t), z_alpha = Phi^-1(1 - alpha)."""
+    """spec §8: constant; delta_Down / sqrt(epoch + 1); Prop. 5's z_alpha^2 / (2 n_t A), z_alpha = Phi^-1(1 - alpha)."""
     module = load(name)
     constant = module.Args(delta_down=2e-5)
     assert [module.pessimism_radius(constant, epoch, 1000 * epoch + 1000, 2) for epoch in (0, 3)] == [2e-5, 2e-5]
@@ -189,19 +189,19 @@ def test_one_epoch_at_zero_radius_matches_the_base_algorithm(name, tmp_path, mon
     same = shapo.main(shapo.Args(**settings, delta_down=0.0))
     perturbed = shapo.main(shapo.Args(**settings))
     sam = shapo.main(shapo.Args(**settings, delta_down=0.0, critic_sam_rho=0.05))
-    assert base["lagrange"].value > 0.001, "the multiplier should have risen"
-    assert base["lagrange"].value == same["lagrange"].value
+    assert base.lagrange.value > 0.001, "the multiplier should have risen"
+    assert base.lagrange.value == same.lagrange.value
     for key in ("actor", "reward_critic", "cost_critic"):
-        for p, q in zip(base[key].parameters(), same[key].parameters()):
+        for p, q in zip(getattr(base, key).parameters(), getattr(same, key).parameters()):
             assert torch.equal(p, q), key
-    assert not all(torch.equal(p, q) for p, q in zip(base["actor"].parameters(), perturbed["actor"].parameters()))
-    assert not all(torch.equal(p, q) for p, q in zip(base["reward_critic"].parameters(), sam["reward_critic"].parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(base.actor.parameters(), perturbed.actor.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(base.reward_critic.parameters(), sam.reward_critic.parameters()))
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 @pytest.mark.parametrize("alpha", (0.05, 0.2))
 def test_prop5_radius_puts_the_linearised_objective_at_the_alpha_quantile(name, alpha):
-    """Paper Prop. 5 in the code's units (SPEC §5): with delta_Down = pessimism_radius(prop5) and an undamped
+    """Paper Prop. 5 in the code's units (spec §5): with delta_Down = pessimism_radius(prop5) and an undamped
     exact solve, g^T epsilon equals the alpha-quantile of g^T (theta - theta0) under the posterior
     theta ~ N(theta0, F_joint^-1 / n), F_joint the Fisher of an action's joint log-likelihood, built here as
     the average over states of the per-sample score outer products' expectation (1 / sigma^2 J^T J on the
@@ -229,7 +229,7 @@ def test_prop5_radius_puts_the_linearised_objective_at_the_alpha_quantile(name, 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
 def test_reweighting_statistics_against_scipy_and_numpy(name):
-    """The reweighting diagnostics (SPEC §5) from log-probs and advantages, computed independently."""
+    """The reweighting diagnostics (spec §5) from log-probs and advantages, computed independently."""
     module = load(name)
     rng = np.random.default_rng(0)
     logp0, log_w, adv = rng.normal(-2, 1, 200), rng.normal(0, 0.01, 200), rng.normal(size=200)

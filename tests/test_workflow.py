@@ -1,4 +1,4 @@
-"""A run that is never lost: checkpoints, stop and resume, evaluation, video, reproducibility,
+"""A run that is never lost: checkpoints, stop and resume, evaluation (evaluate.py), video, reproducibility,
 numerical faults and bad checkpoint input. The code is common to the four scripts; the tests run
 it through one or two of them and tests/test_scripts.py checks that it is identical in all four.
 
@@ -137,49 +137,14 @@ def test_resume_restores_every_part_of_the_run(name, lagrangian, tmp_path, monke
     path = str(only_run_dir(tmp_path) / "checkpoint.pt")
     checkpoint = module.load_checkpoint(path, module.Args(**settings, resume=path))
     assert checkpoint["epoch"] == 2 and checkpoint["lagrange"] != {}
-    parts = module.main(module.Args(**settings, resume=path), checkpoint)  # no epoch left to run
-    for key, part in parts.items():
+    agent = module.main(module.Args(**settings, resume=path), checkpoint)  # no epoch left to run
+    for key, part in vars(agent).items():
         if key != "normalizer":
             assert_same_state(part.state_dict(), checkpoint[key])
-    assert parts["lagrange"].value > 0.001
-    assert parts["normalizer"].count == pytest.approx(checkpoint["normalizer"]["count"] + 2)
-    assert parts["actor_optimizer" if name == "ppo_lag" else "reward_critic_optimizer"].state_dict()["state"]
-
-
-def test_evaluation_uses_its_own_env_and_leaves_training_unchanged(tmp_path):
-    module = load("ppo_lag")
-    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400)
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path / "a")
-        plain = module.main(module.Args(**settings))
-        patch.chdir(tmp_path / "b")
-        evaluated = module.main(module.Args(**settings, eval_episodes=2, eval_every=1))
-    for p, q in zip(plain["actor"].parameters(), evaluated["actor"].parameters()):
-        assert torch.equal(p, q)
-    logged = scalars(only_run_dir(tmp_path / "b"))
-    assert [step for step, _ in logged["eval/mean_return"]] == [200, 400]
-    assert all(math.isfinite(v) for tag in ("eval/mean_return", "eval/std_cost") for _, v in logged[tag])
-    assert scalars(only_run_dir(tmp_path / "a")).keys() | {"eval/mean_return", "eval/std_return", "eval/mean_cost", "eval/std_cost"} == logged.keys()
-
-
-def test_eval_only_records_videos_with_frames(tmp_path):
-    """--eval-only needs the task alone: the run's other flags (here its PID multiplier) may be left out."""
-    assert run("trpo_lag", [*WALKER, "--total-timesteps", "200", "--save-model", "--lagrangian", "pid"], tmp_path).returncode == 0
-    checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
-    result = run(
-        "trpo_lag",
-        ["--env-id", "Walker2d-v4", "--resume", str(checkpoint), "--eval-only", "--eval-episodes", "2",
-         "--capture-video", "--max-episode-steps", "15"],
-        tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "eval at step 200: 2 episodes" in result.stdout
-    videos = sorted((checkpoint.parent / "videos" / "step200").glob("*.mp4"))
-    assert len(videos) == 2
-    for video in videos:
-        assert imageio.get_reader(video).count_frames() >= 2
-    assert "eval/mean_return" in scalars(checkpoint.parent)
+    assert agent.lagrange.value > 0.001
+    assert agent.normalizer.count == pytest.approx(checkpoint["normalizer"]["count"] + 2)
+    assert getattr(agent, "actor_optimizer" if name == "ppo_lag" else "reward_critic_optimizer").state_dict()["state"]
+    assert checkpoint["cost_window"] and checkpoint["mean_episode_cost"] == pytest.approx(1.0)  # J_c's window is kept
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
@@ -194,7 +159,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
 
 
 def test_runs_share_no_environment_seed(tmp_path, monkeypatch):
-    """SPEC §2: runs 0-9 with 5 envs, their resumptions and their evaluations draw pairwise distinct env seeds
+    """spec §2: runs 0-9 with 5 envs, their resumptions and their evaluations draw pairwise distinct env seeds
     (SafePO's seed + i shares 4 of 5 between seeds s and s + 1), and main resets the envs with the drawn ones."""
     module = load("trpo_lag")
     drawn = [module.draw_seeds(seed, 6, epoch)[1:] for seed in range(10) for epoch in (0, 7)]
@@ -277,9 +242,6 @@ def bad_checkpoint_cases(checkpoint: Path, tmp_path: Path):
         "another script": ("ppo_lag_shapo", [*WALKER, "--resume", str(checkpoint)], "is a checkpoint of ppo_lag.py, not of ppo_lag_shapo.py"),
         "another task": ("ppo_lag", ["--resume", str(checkpoint), "--num-envs", "2", "--steps-per-epoch", "200"], "--env-id Walker2d-v4, not SafetyPointGoal1-v0"),
         "other settings": ("ppo_lag", [*WALKER, "--resume", str(checkpoint), "--cost-limit", "10"], "--cost-limit 25.0, not 10.0"),
-        "eval-only without checkpoint": ("ppo_lag", [*WALKER, "--eval-only", "--eval-episodes", "2"], "--eval-only needs a checkpoint"),
-        "video without evaluation": ("ppo_lag", [*WALKER, "--capture-video"], "--capture-video records evaluation episodes"),
-        "negative evaluation": ("ppo_lag", [*WALKER, "--eval-episodes", "-1"], "--eval-episodes must be >= 0"),
         "zero save interval": ("ppo_lag", [*WALKER, "--save-every", "0"], "--save-every must be positive"),
     }
 
@@ -306,7 +268,7 @@ def test_non_finite_shapo_perturbation_stops_the_run_with_the_actor_restored(nam
     true_update = module.ppo_update if name.startswith("ppo") else module.trpo_update
 
     def update_recording_the_actor(parts_or_actor, *args):
-        actor = parts_or_actor["actor"] if isinstance(parts_or_actor, dict) else parts_or_actor
+        actor = getattr(parts_or_actor, "actor", parts_or_actor)  # ppo_update takes the agent, trpo_update the actor
         actors.append(actor)
         epochs.append(copy.deepcopy(actor.state_dict()))
         return true_update(parts_or_actor, *args)
@@ -339,3 +301,28 @@ def test_absurd_finite_flags_end_in_one_line_not_a_traceback(name, flags, tmp_pa
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"{name}.py: error: non-finite or invalid "), result.stderr
+
+
+def test_evaluate_a_checkpoint_and_record_videos(tmp_path):
+    """evaluate.py rebuilds the policy of the script named in the checkpoint (here with the PID multiplier, which
+    evaluation does not need), runs its episodes from the evaluation seeds (the same twice: the same numbers), logs
+    eval/ at the checkpoint's step and writes one MP4 with frames per episode."""
+    assert run("trpo_lag", [*WALKER, "--total-timesteps", "200", "--save-model", "--lagrangian", "pid"], tmp_path).returncode == 0
+    checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
+    evaluate = [sys.executable, str(ROOT / "evaluate.py"), str(checkpoint), "--episodes", "2", "--max-episode-steps", "15"]
+    results = [subprocess.run([*evaluate, *extra], capture_output=True, text=True, timeout=600) for extra in (["--capture-video"], [])]
+    assert all(result.returncode == 0 for result in results), results[0].stderr
+    assert results[0].stdout.startswith("Walker2d-v4 trpo_lag.py seed 0 step 200: 2 episodes | return ")
+    assert results[0].stdout == results[1].stdout
+    videos = sorted((checkpoint.parent / "videos" / "step200").glob("*.mp4"))
+    assert len(videos) == 2 and all(imageio.get_reader(video).count_frames() >= 2 for video in videos)
+    assert [step for step, _ in scalars(checkpoint.parent)["eval/mean_return"]] == [200, 200]
+    bad = subprocess.run([*evaluate[:2], str(tmp_path / "nope.pt")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("evaluate.py: error: cannot read") and "Traceback" not in bad.stderr
+
+
+def test_evaluation_seeds_are_apart_from_every_training_env():
+    module = load("ppo_lag")
+    evaluation = {s for seed in range(10) for s in module.draw_seeds(seed, 20)}
+    training = {s for seed in range(10) for epoch in range(50) for s in module.draw_seeds(seed, 6, epoch)}
+    assert len(evaluation) == 200 and not evaluation & training
