@@ -24,9 +24,9 @@ run in slices (several sittings, preemptible nodes, `timeout 2h python sweep.py 
     the checkpoint's --steps-per-epoch) the run is skipped; otherwise it is started with --resume
     <checkpoint> and goes on in that folder. The checkpoints are read by --python in one subprocess
     (the sweep itself does without PyTorch). Only the steps are compared: a finished run is skipped
-    whatever its other flags, and an unfinished one whose flags other than --total-timesteps,
-    and --save-every differ fails with the script's own --resume error; use a
-    new --out-dir for other settings.
+    whatever its other flags, and an unfinished one whose flags other than --total-timesteps and
+    --save-every differ fails with the script's own --resume error; use a new --out-dir for other
+    settings.
   * A run without any folder holding a checkpoint starts fresh in a new folder. Folders without a
     checkpoint (a run killed before its first one, or a run made without --save-model, e.g. by an
     earlier sweep.py) and older folders of a run are left as they are, never removed: the sweep cannot
