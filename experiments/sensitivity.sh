@@ -1,7 +1,7 @@
 #!/bin/bash
-# Sensitivity of SHAPO-TRPO-Lag to delta_Down and rho_critic on Walker2d-v4 (issue 9; the analogue of
-# the paper's sensitivity figure), then its figure and table (docs/sensitivity/):
-#   bash docs/sensitivity.sh [out-dir]
+# Sensitivity of SHAPO-TRPO-Lag to delta_Down and rho_critic on Walker2d-v4 (the analogue of the paper's
+# sensitivity figure), then its figure and table (experiments/sensitivity/):
+#   bash experiments/sensitivity.sh [out-dir]
 # delta_Down in {0, 1e-6, 1e-5, 1e-4, 1e-3} x rho_critic in {0, 0.05}, seeds 0-2, $STEPS steps each
 # (500 000 unless set), the release's baseline multiplier and cost limit (--lagrangian pid --cost-limit 10).
 # Two chains (one per rho_critic) of one run at a time, one PyTorch thread each, seed by seed: about
@@ -20,4 +20,4 @@ for rho in 0 0.05; do  # seed by seed, so that a grid cut short holds whole seed
   (for s in 0 1 2; do for d in 0 1e-6 1e-5 1e-4 1e-3; do run "$d" "$rho" "$s"; done; done) &
 done
 wait
-python docs/sensitivity.py --runs-dir "$OUT/runs" --out-dir docs/sensitivity --steps "$STEPS"
+python experiments/sensitivity.py --runs-dir "$OUT/runs" --out-dir experiments/sensitivity --steps "$STEPS"

@@ -1,9 +1,9 @@
-"""Table of docs/release_falls.sh: falls of TRPO-PID-Lag on Walker2d-v4 in the first four epochs
+"""Table of experiments/release_falls.sh: falls of TRPO-PID-Lag on Walker2d-v4 in the first four epochs
 (80 000 steps), the authors' release against trpo_lag.py, per seed and per epoch, and as the mean over
 seeds with a 95 % percentile-bootstrap interval (plot.py), the difference of the means with its own
 interval, and Welch's t-test (scipy).
 
-    python docs/release_falls/compare.py --out-dir sweeps/release_falls
+    python experiments/release_falls/compare.py --out-dir sweeps/release_falls
 
 The release's falls come from the episode tally of run_release.py (<out-dir>/release_seed<s>.csv: one row
 per finished episode, `terminated` 1 for a fall); ours from each run's cumulative cost in TensorBoard.

@@ -1,11 +1,11 @@
-"""Figure and table of the sensitivity study that docs/sensitivity.sh runs: SHAPO-TRPO-Lag's final
+"""Figure and table of the sensitivity study that experiments/sensitivity.sh runs: SHAPO-TRPO-Lag's final
 return and cumulative training cost (on Walker2d-v4: falls) against delta_Down, one line per
 rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds. Runs of one seed share
 their initial policy and first rollout whatever delta_Down is, so the table also gives each measure's
 difference to delta_Down = 0 (same rho_critic) paired by seed: the mean of the per-seed differences
 with a bootstrap interval over seeds.
 
-    python docs/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir docs/sensitivity
+    python experiments/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir experiments/sensitivity
 
 Runs are recognised by their exp-name `..._delta<delta_down>-rho<rho_critic>`, the rho's '.' written 'p'
 (sweep.py --exp-name-suffix takes letters, digits and '-').
@@ -34,8 +34,8 @@ PANELS = (("return", False), ("cumulative_cost", False), ("cumulative_cost", Tru
 @dataclass
 class Args:
     runs_dir: str = "sweeps/sensitivity/runs"
-    """folder holding the runs of docs/sensitivity.sh"""
-    out_dir: str = "docs/sensitivity"
+    """folder holding the runs of experiments/sensitivity.sh"""
+    out_dir: str = "experiments/sensitivity"
     """where sensitivity.png and results.md go"""
     last_episodes: int = 20
     """final return: mean over each run's last this many episodes"""

@@ -9,6 +9,7 @@ Usage, from the release's venv: RELEASE_SRC=<release source tree> python init_fa
 import os
 import sys
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ if __name__ == "__main__":
             obs, _ = envs.reset(seed=1000 + 5 * seed)
             normalizer.update(obs)
             torch.manual_seed(12345 + seed)
-            parts = {"actor": actor, "normalizer": normalizer}
-            data, _, _ = trpo_lag.rollout(envs, parts, normalizer(obs), np.zeros((3, 5)), steps, [])
+            agent, stop = SimpleNamespace(actor=actor, normalizer=normalizer), SimpleNamespace(signal=None)
+            data, _, _ = trpo_lag.rollout(envs, agent, normalizer(obs), np.zeros((3, 5)), steps, stop)
             falls[name].append(float(data["terminated"].sum()))
     o, r = np.array(falls["ours"]), np.array(falls["release"])
     print(f"seeds {first}-{end - 1}, {steps * 5} steps each: falls ours {o.mean():.2f}, release {r.mean():.2f}; "

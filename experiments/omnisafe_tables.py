@@ -1,9 +1,9 @@
-"""Our PPO-Lag and TRPO-Lag on OmniSafe's recipes beside OmniSafe's published numbers (issue 10, points 2
-and 3). --recipe 1m: the runs of docs/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m,
-trpo_lag_omnisafe1m) and of docs/omnisafe_ablation.py (exp-names <algorithm>_omnisafe1m_<variant>, one row
-per variant); --recipe 10m: those of its fourth slice (trpo_lag_omnisafe10m[_<variant>]).
+"""Our PPO-Lag and TRPO-Lag on OmniSafe's recipes beside OmniSafe's published numbers.
+--recipe 1m: the runs of experiments/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m,
+trpo_lag_omnisafe1m) and of experiments/omnisafe_ablation.py (exp-names <algorithm>_omnisafe1m_<variant>,
+one row per variant); --recipe 10m: those of its fourth slice (trpo_lag_omnisafe10m[_<variant>]).
 
-    python docs/omnisafe_tables.py --runs-dir sweeps/evidence/runs --table docs/evidence/omnisafe1m.md
+    python experiments/omnisafe_tables.py --runs-dir sweeps/evidence/runs --table experiments/evidence/omnisafe1m.md
 
 Per algorithm and task, mean ± std over seeds (numpy's std, ddof=0) of: the final deterministic
 evaluation (10 episodes of the Gaussian's mean at the last step: eval/mean_return, eval/mean_cost),

@@ -1,4 +1,4 @@
-"""Does trpo_lag.py update as OmniSafe's TRPOLag (3799d6d3) does, given the same epoch of data? (issue 10, point 3)
+"""Does trpo_lag.py update as OmniSafe's TRPOLag (3799d6d3) does, given the same epoch of data?
 
 OmniSafe collects each epoch on SafetyHopperVelocity-v1 (1 env, its wrappers, its observation normaliser);
 every step is recorded, the same data goes through our make_batch, trpo_update and update_critics from
@@ -9,8 +9,8 @@ LIMIT steps so that truncation and its bootstrap occur; LAMBDA (optional) is set
 Last, one probe of OmniSafe's single-env wrappers at the task's own time limit: which observation does
 its rollout bootstrap a truncated episode from?
 
-    . omni-venv/bin/activate   # as in docs/omnisafe_trpolag.py
-    OMP_NUM_THREADS=1 python docs/omnisafe_equivalence.py [STEPS_PER_EPOCH EPOCHS LIMIT LAMBDA]
+    . omni-venv/bin/activate   # as in experiments/omnisafe_trpolag.py
+    OMP_NUM_THREADS=1 python experiments/omnisafe_equivalence.py [STEPS_PER_EPOCH EPOCHS LIMIT LAMBDA]
 """
 
 import copy
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import trpo_lag as ours  # noqa: E402  (imports safety_gymnasium through our Python 3.11 shim, SPEC §11)
+import trpo_lag as ours  # noqa: E402  (imports safety_gymnasium through our Python 3.11 shim, spec §11)
 
 for unused in ("wandb", "gdown"):  # imported by OmniSafe, used only for W&B logging and offline data
     sys.modules.setdefault(unused, types.ModuleType(unused))
@@ -119,7 +119,7 @@ def main() -> None:
             print(f"  actor step with {label}: |ours - theirs| / |theirs| = "
                   f"{(theta - theta_theirs).norm() / (theta_theirs - theta_before).norm():.1e} (KL {stats['losses/approx_kl']:.4f})")
         randperm, torch.randperm = torch.randperm, lambda n: torch.arange(n)
-        ours.update_critics(parts, batch, args)
+        ours.update_critics(types.SimpleNamespace(**parts), batch, args)
         torch.randperm = randperm
         for name in ("reward", "cost"):
             theirs_critic = ours_from(getattr(ac, f"{name}_critic"), "critic_0.")
