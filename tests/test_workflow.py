@@ -108,16 +108,16 @@ def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_sam
     assert f"last good checkpoint (step {checkpoint['global_step']})" in message[0]
     assert scalars(run_dir)["charts/lagrange_multiplier"], "TensorBoard must be flushed on the stop"
 
-    for copy in ("a", "b"):
-        shutil.copytree(run_dir, tmp_path / copy / "runs" / run_dir.name)
-        resumed = run(name, [*flags, "--resume", str(tmp_path / copy / "runs" / run_dir.name / "checkpoint.pt")], tmp_path / copy)
+    for label in ("a", "b"):
+        shutil.copytree(run_dir, tmp_path / label / "runs" / run_dir.name)
+        resumed = run(name, [*flags, "--resume", str(tmp_path / label / "runs" / run_dir.name / "checkpoint.pt")], tmp_path / label)
         assert resumed.returncode == 0, resumed.stderr
         assert f"epoch {checkpoint['epoch'] + 1}/" in resumed.stdout.splitlines()[0]
-    ends = [final_parameters(only_run_dir(tmp_path / copy)) for copy in ("a", "b")]
+    ends = [final_parameters(only_run_dir(tmp_path / label)) for label in ("a", "b")]
     assert_same_state(ends[0], ends[1])
     assert ends[0]["global_step"] == int(flags[flags.index("--total-timesteps") + 1])
     assert ends[0]["cumulative_cost"] >= checkpoint["cumulative_cost"]
-    logged = [scalars(only_run_dir(tmp_path / copy)) for copy in ("a", "b")]
+    logged = [scalars(only_run_dir(tmp_path / label)) for label in ("a", "b")]
     assert logged[0] == logged[1]
     epoch_steps = [step for step, _ in logged[0]["charts/lagrange_multiplier"]]
     assert epoch_steps == list(range(steps_per_epoch, ends[0]["global_step"] + 1, steps_per_epoch))
