@@ -12,8 +12,8 @@ w = pi_theta0+epsilon(a|s) / pi_theta0(a|s) for every sample, it draws w against
 panel per checkpoint and delta_Down, coloured by the sign of A, with the mean of w per bin of log pi for
 each sign; and, at the middle delta_Down, one panel per checkpoint coloured by A_c. The table gives, per
 checkpoint and delta_Down: the KL reached, the mean of w over negative- and positive-advantage samples, the
-largest |log w|, Spearman's rank correlation of w and log pi over the negative-advantage samples (all as
-the SHAPO scripts log them, trpo_lag_shapo.reweighting_stats), and the share of the change of the update
+largest |log w|, Spearman's rank correlation of w and log pi over the negative-advantage samples and
+cos(g, g~) (all as the SHAPO scripts log them, trpo_lag_shapo.reweighting_stats), and the share of the change of the update
 direction g~ - g that comes from negative-advantage samples: the surrogate is linear in A, so g~ - g is the
 sum of the part from the samples with A < 0 and the part from those with A > 0; the share is the first's
 projection on g~ - g over |g~ - g|^2 (the two shares add up to 1); likewise for the samples with A_c > 0.
@@ -154,8 +154,8 @@ def main(args: Args) -> str:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = ["| checkpoint | task (script, step) | batch episodes: return, cost | lambda | delta_Down | KL reached "
-            "| mean w, A < 0 | mean w, A > 0 | max abs log w | Spearman(w, log pi), A < 0 | share of g~ - g from A < 0 "
-            "| share from A_c > 0 |", "|-|-|-|-|-|-|-|-|-|-|-|-|"]
+            "| mean w, A < 0 | mean w, A > 0 | max abs log w | Spearman(w, log pi), A < 0 | cos(g, g~) "
+            "| share of g~ - g from A < 0 | share from A_c > 0 |", "|-|-|-|-|-|-|-|-|-|-|-|-|-|"]
     fig, axes = plt.subplots(len(labels), len(args.delta_downs), figsize=(4.2 * len(args.delta_downs), 3.4 * len(labels)),
                              squeeze=False)
     cost_fig, cost_axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.6), squeeze=False)
@@ -173,7 +173,7 @@ def main(args: Args) -> str:
                 f"| {label} | {facts['env_id']} ({facts['script']}, {facts['step']}) | {facts['episodes']}: "
                 f"{facts['return']:.1f}, {facts['cost']:.1f} | {facts['lambda']:.3f} | {delta:g} | {stats['shapo/kl']:.2e} "
                 f"| {stats['shapo/w_mean_negative_adv']:.4f} | {stats['shapo/w_mean_positive_adv']:.4f} "
-                f"| {np.abs(log_w).max():.3f} | {stats['shapo/rank_corr_w_logp_negative_adv']:+.2f} "
+                f"| {np.abs(log_w).max():.3f} | {stats['shapo/rank_corr_w_logp_negative_adv']:+.2f} | {stats['shapo/cos_sim']:.5f} "
                 f"| {share_negative:.2f} | {share_costly:.2f} |")
             ax = axes[row, col]
             edges = np.quantile(logp0, np.linspace(0, 1, args.bins + 1))

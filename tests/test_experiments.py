@@ -58,6 +58,7 @@ PYTHON_FILES = {
     "release_falls/release_init.py": "test_release_init_*, test_python_file_uses_what_exists",
     "release_falls/run_release.py": "test_run_release_*, test_python_file_uses_what_exists",
     "reweighting.py": "test_reweighting_*, test_python_file_uses_what_exists",
+    "diagnostics_overhead.py": "test_diagnostics_overhead_*, test_python_file_uses_what_exists",
 }
 SHELL_SCRIPTS = ("evidence.sh", "init_falls.sh", "omnisafe_ablation.sh", "release_falls.sh", "sensitivity.sh", "walker10.sh",
                  "reweighting.sh")
@@ -75,6 +76,7 @@ EXPECTED_USES = {
     "release_falls/init_falls.py": {"trpo_lag": {"safety_gymnasium", "make_env", "Actor", "ObsNormalizer", "rollout"}},
     "release_falls/release_init.py": {"trpo_lag": {"Actor", "mlp", "Args", "main"}},
     "release_falls/run_release.py": {},
+    "diagnostics_overhead.py": {"evaluate": {"load_script"}},
     "reweighting.py": {"evaluate": {"load_script"}, "trpo_lag_shapo": {"shapo_gradient", "fisher_vector_product_fn",
                                                                       "conjugate_gradient", "trpo_surrogate", "flat_grad",
                                                                       "set_flat_params"}},
@@ -878,3 +880,11 @@ def test_reweighting_study_on_a_tiny_run(tmp_path, monkeypatch):
     assert study.change_share(facts["actor"], batch, result["epsilon"], torch.ones_like(negative)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="label=path"):
         study.main(study.Args(checkpoints=(str(checkpoint),), out_dir=str(tmp_path / "out")))
+
+
+def test_diagnostics_overhead_times_the_diagnostics_inside_each_update():
+    study = load_experiment("diagnostics_overhead.py")
+    args = study.Args(batch=256, repeats=2)
+    for name in ("trpo_lag_shapo", "ppo_lag_shapo"):
+        timings = study.shares(name, args)
+        assert len(timings) == 2 and all(0 < spent < total for total, spent in timings), timings
