@@ -509,7 +509,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
             saved = save_checkpoint(last_good, checkpoint_path)
             raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
 
-        # logging (spec §9), checkpoint, evaluation
+        # logging (spec §9) and checkpoint
         stats["charts/lagrange_multiplier"] = agent.lagrange.value
         stats["charts/Jc"] = progress.mean_episode_cost  # None (not logged) until an episode has ended
         stats["charts/cumulative_cost"] = progress.cumulative_cost
