@@ -425,8 +425,8 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
 
         # J_c, the Lagrange multiplier (once per epoch, before the policy) and the update. A non-finite or invalid value
         # stops the run, the actor as it was (checks name it; a Normal of invalid parameters raises ValueError)
-        mean_episode_cost = cost_estimate(progress.cost_window, [episode.cost for episode in episodes])
-        progress.mean_episode_cost = progress.mean_episode_cost if mean_episode_cost is None else mean_episode_cost
+        if (estimate := cost_estimate(progress.cost_window, [episode.cost for episode in episodes])) is not None:
+            progress.mean_episode_cost = estimate
         actor_before = copy.deepcopy(agent.actor.state_dict())
         try:
             if progress.mean_episode_cost is not None:
