@@ -1,4 +1,5 @@
-"""Sweep: run a grid scripts x env ids x seeds of the training scripts, in parallel, in slices if need be.
+"""Sweep: run a grid scripts x env ids x seeds [x parameter values] of the training scripts, in parallel,
+in slices if need be.
 
     python sweep.py --scripts ppo_lag ppo_lag_shapo --env-ids SafetyPointGoal1-v0 Walker2d-v4 \
         --seeds 0 1 2 --out-dir sweeps/first --workers 4 --total-timesteps 1000000
@@ -6,11 +7,22 @@
 Every flag the sweep does not know (here --total-timesteps 1000000) is passed through unchanged to
 every run. Each run is one subprocess
     <python> <script>.py --env-id <env-id> --seed <seed> [--exp-name <exp-name>] <pass-through flags...>
-        --save-model [--resume <checkpoint>]
+        [<grid flags...>] --save-model [--resume <checkpoint>]
 started with its working directory set to --out-dir, so its TensorBoard logs and its checkpoint.pt
 land in <out-dir>/runs/<env-id>__<exp-name>__<seed>__<unix-time>/ (read them with plot.py --runs-dir
 <out-dir>/runs). The exp-name is the script's name, or <script>_<suffix> with --exp-name-suffix. The
 run's stdout, then its stderr, are appended to <out-dir>/sweep_logs/<exp-name>__<env-id>__<seed>.log.
+
+Parameter grids: --grid delta-down=0,1e-5,1e-4 critic-sam-rho=0,0.05 also runs every combination of
+these values of the scripts' flags (named without their leading dashes): here 3 x 2 grid points for
+each script, env id and seed, each run given e.g. --delta-down 1e-5 --critic-sam-rho 0.05. A grid
+point's exp-name is the one above followed by -<flag>=<value> for each grid flag in the order given,
+the flag's dashes written as underscores and the value as written on the command line:
+    trpo_lag_shapo-delta_down=1e-5-critic_sam_rho=0.05     (with --exp-name-suffix pid: trpo_lag_shapo_pid-...)
+Values take letters, digits, '.', '+' and '-' only, so the name holds no '__' (the separator of the
+run folder's name) and splits back unambiguously: a setting starts at each '-' followed by a
+lowercase flag name and '=' (split_exp_name; plot.py reads the values back with it). A grid flag
+must be a flag of every script run, and may be neither passed through nor one the sweep sets itself.
 
 Each run gets OMP_NUM_THREADS=MKL_NUM_THREADS=--threads-per-run (default 1): PyTorch's default of
 one thread per core in every one of several parallel runs oversubscribes the CPU (a tiny run took
@@ -62,6 +74,7 @@ Backends:
 """
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -81,6 +94,9 @@ SCRIPTS = ("ppo_lag", "ppo_lag_shapo", "trpo_lag", "trpo_lag_shapo")
 # flags the sweep sets itself for every run; passing them through would clash (and --exp-name
 # shared by two scripts would make their run folders collide: use --exp-name-suffix)
 RESERVED_FLAGS = ("--env-id", "--seed", "--exp-name", "--save-model", "--no-save-model", "--resume")
+GRID_ITEM = re.compile(r"(?P<flag>[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*)=(?P<values>[^=]+)")  # flag=v1,v2,...
+GRID_VALUE = re.compile(r"[A-Za-z0-9.+-]+")
+SETTING_START = re.compile(r"-(?=[a-z][a-z0-9_]*=)")  # where a -<flag>=<value> setting begins in an exp-name
 POLL_SECONDS = 0.2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # they stop the sweep: Ctrl-C, and e.g. a preempted node's notice
 # run by --python: prints [global_step, steps_per_epoch] of each checkpoint named in argv (null if unreadable)
@@ -122,14 +138,18 @@ class Args:
     exp_name_suffix: str = ""
     """if set, each run is named <script>_<suffix> (e.g. pid, with --lagrangian pid passed through),
     so that plot.py shows it apart from the same script's default runs"""
+    grid: Tuple[str, ...] = ()
+    """parameter grid, FLAG=V1,V2,... per flag of the scripts, without its dashes (e.g. delta-down=0,1e-4):
+    every combination of the values is run; its values are written into the exp-name"""
 
 
 class Job(NamedTuple):
-    """One cell of the grid."""
+    """One cell of the grid; settings: (flag without dashes, value) of its grid point, in --grid's order."""
 
     script: str
     env_id: str
     seed: int
+    settings: Tuple[Tuple[str, str], ...] = ()
 
 
 class Plan(NamedTuple):
@@ -187,22 +207,83 @@ def check_args(args: Args, extra: List[str]) -> None:
         raise ValueError(f"--exp-name-suffix takes letters, digits and '-' only, got {args.exp_name_suffix!r}")
     if extra and not extra[0].startswith("-"):
         raise ValueError(f"unexpected argument {extra[0]!r} (pass-through flags must start with --)")
+    for flag, values in parse_grid(args.grid):
+        for script in args.scripts:
+            if flag.replace("-", "_") not in script_fields(script.removesuffix(".py")):
+                raise ValueError(f"--grid: --{flag} is not a flag of {script.removesuffix('.py')}")
+        if f"--{flag}" in RESERVED_FLAGS:
+            raise ValueError(f"--{flag} is set by the sweep for each run and cannot be in --grid")
+        if flag_value(extra, f"--{flag}") is not None:
+            raise ValueError(f"--{flag} is both in --grid and passed through: give it in one place")
+        if flag == "total-timesteps" and not all(value.isdigit() and int(value) > 0 for value in values):
+            raise ValueError(f"--total-timesteps takes positive whole numbers, got {','.join(values)} in --grid")
+
+
+def parse_grid(items: Tuple[str, ...]) -> List[Tuple[str, List[str]]]:
+    """--grid's items FLAG=V1,V2,... as [(flag with dashes, [values...])], in the order given.
+
+    Raises ValueError with a one-line message for an item without FLAG=, with dashes before the flag,
+    a flag given twice, or an empty, duplicate or non-filesystem-safe value (only letters, digits and
+    . + - are allowed, so that the exp-name stays free of '__' and '=' inside values).
+    """
+    grid: List[Tuple[str, List[str]]] = []
+    for item in items:
+        if item.startswith("-"):
+            raise ValueError(f"--grid takes FLAG=V1,V2,... without the flag's leading dashes, got {item!r}")
+        match = GRID_ITEM.fullmatch(item)
+        if not match:
+            raise ValueError(f"--grid takes FLAG=V1,V2,... (e.g. delta-down=0,1e-4), got {item!r}")
+        flag, values = match["flag"].replace("_", "-"), match["values"].split(",")
+        if flag in [known for known, _ in grid]:
+            raise ValueError(f"--grid names {flag} twice")
+        bad = [value for value in values if not GRID_VALUE.fullmatch(value)]
+        if bad:
+            raise ValueError(f"--grid {flag}: values take letters, digits, '.', '+' and '-' only, got {bad[0]!r}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"--grid {flag} has duplicate values: {match['values']}")
+        grid.append((flag, values))
+    return grid
+
+
+def grid_points(args: Args) -> List[Tuple[Tuple[str, str], ...]]:
+    """Every combination of the --grid values, the last flag varying fastest; [()] without --grid."""
+    grid = parse_grid(args.grid)
+    flags = [flag for flag, _ in grid]
+    return [tuple(zip(flags, values)) for values in itertools.product(*[values for _, values in grid])]
 
 
 def make_jobs(args: Args) -> List[Job]:
-    """The grid in the order env ids x seeds x scripts (script varies fastest), so that what finishes
-    first is useful on its own: a base and its SHAPO twin on the same task and seed."""
+    """The grid in the order env ids x seeds x grid points x scripts (script varies fastest), so that what
+    finishes first is useful on its own: a base and its SHAPO twin on the same task, seed and grid point,
+    and whole seeds of a grid cut short."""
     return [
-        Job(script.removesuffix(".py"), env_id, seed)
+        Job(script.removesuffix(".py"), env_id, seed, settings)
         for env_id in args.env_ids
         for seed in args.seeds
+        for settings in grid_points(args)
         for script in args.scripts
     ]
 
 
 def exp_name(job: Job, suffix: str) -> str:
-    """The run's experiment name: its script, plus `_suffix` if one is given."""
-    return f"{job.script}_{suffix}" if suffix else job.script
+    """The run's experiment name: its script, plus `_suffix` if one is given, plus -<flag>=<value> per
+    grid setting (the flag's dashes written as underscores), e.g. trpo_lag_shapo_pid-delta_down=1e-4."""
+    name = f"{job.script}_{suffix}" if suffix else job.script
+    return name + "".join(f"-{flag.replace('-', '_')}={value}" for flag, value in job.settings)
+
+
+def split_exp_name(name: str) -> Tuple[str, Dict[str, str]]:
+    """An exp-name split into its part before the grid settings and {flag with dashes: value}, in order:
+    "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0" -> ("trpo_lag_shapo", {"delta-down": "1e-4",
+    "critic-sam-rho": "0"}); a name without settings -> (name, {}). The inverse of exp_name."""
+    head, *settings = SETTING_START.split(name)
+    pairs = [setting.split("=", 1) for setting in settings]
+    return head, {flag.replace("_", "-"): value for flag, value in pairs}
+
+
+def grid_flags(job: Job) -> List[str]:
+    """The job's grid settings as command-line flags: ["--delta-down", "1e-4", ...]."""
+    return [token for flag, value in job.settings for token in (f"--{flag}", value)]
 
 
 def run_folders(runs_dir: Path, job: Job, suffix: str) -> List[Path]:
@@ -212,18 +293,19 @@ def run_folders(runs_dir: Path, job: Job, suffix: str) -> List[Path]:
     return sorted(found, key=lambda p: int(p.name[len(prefix) :]))
 
 
-def total_timesteps(script: str, extra: List[str]) -> int:
-    """The --total-timesteps a run of `script` gets: the one passed through, else the script's default,
-    read from its source (importing the script would load PyTorch and the simulators)."""
-    if (value := flag_value(extra, "--total-timesteps")) is not None:
-        return int(value)
+def script_fields(script: str) -> Dict[str, ast.AnnAssign]:
+    """The fields of the script's Args class by name (total_timesteps, delta_down, ...), read from its
+    source (importing the script would load PyTorch and the simulators)."""
     tree = ast.parse((ROOT / f"{script}.py").read_text())
     (args,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args"]
-    return next(
-        ast.literal_eval(node.value)
-        for node in args.body
-        if isinstance(node, ast.AnnAssign) and node.target.id == "total_timesteps"
-    )
+    return {node.target.id: node for node in args.body if isinstance(node, ast.AnnAssign)}
+
+
+def total_timesteps(script: str, flags: List[str]) -> int:
+    """The --total-timesteps a run of `script` gets: the one among `flags`, else the script's default."""
+    if (value := flag_value(flags, "--total-timesteps")) is not None:
+        return int(value)
+    return ast.literal_eval(script_fields(script)["total_timesteps"].value)
 
 
 def make_plans(jobs: List[Job], args: Args, extra: List[str]) -> Tuple[Dict[Job, Plan], int]:
@@ -239,7 +321,8 @@ def make_plans(jobs: List[Job], args: Args, extra: List[str]) -> Tuple[Dict[Job,
     plans = {}
     for job, path in newest.items():
         step, steps_per_epoch = steps.get(str(path)) or (None, None)
-        finished = step is not None and step >= total_timesteps(job.script, extra) // steps_per_epoch * steps_per_epoch
+        budget = total_timesteps(job.script, [*extra, *grid_flags(job)])
+        finished = step is not None and step >= budget // steps_per_epoch * steps_per_epoch
         plans[job] = Plan(path, step, finished)
     unused = sum(map(len, folders.values())) - len(paths)
     return plans, unused
@@ -258,10 +341,10 @@ def read_checkpoints(python: str, paths: List[str]) -> List[Optional[List[int]]]
 
 
 def command(job: Job, python: str, extra: List[str], suffix: str, checkpoint: Optional[Path]) -> List[str]:
-    name = ["--exp-name", exp_name(job, suffix)] if suffix else []
+    name = ["--exp-name", exp_name(job, suffix)] if suffix or job.settings else []
     resume = ["--resume", str(checkpoint.resolve())] if checkpoint else []
     return [python, str(ROOT / f"{job.script}.py"), "--env-id", job.env_id, "--seed", str(job.seed), *name, *extra,
-            "--save-model", *resume]
+            *grid_flags(job), "--save-model", *resume]
 
 
 class Run:
@@ -391,8 +474,10 @@ def main(args: Args, extra: List[str], plans: Dict[Job, Plan], unused: int) -> i
         for job in to_run
     }
     skipped, resuming = len(jobs) - len(to_run), sum(plans[job].checkpoint is not None for job in to_run)
+    points = f" x {len(grid_points(args))} grid points" if args.grid else ""
     print(
-        f"sweep: {len(jobs)} runs ({len(args.scripts)} scripts x {len(args.env_ids)} envs x {len(args.seeds)} seeds): "
+        f"sweep: {len(jobs)} runs ({len(args.scripts)} scripts x {len(args.env_ids)} envs x {len(args.seeds)} seeds"
+        f"{points}): "
         f"{skipped} finished, {resuming} to resume, {len(to_run) - resuming} to start; "
         f"{args.workers} workers ({args.backend}), {threads or 'inherited'} threads each, runs in {out_dir / 'runs'}",
         flush=True,
@@ -408,7 +493,7 @@ def main(args: Args, extra: List[str], plans: Dict[Job, Plan], unused: int) -> i
     def report(job: Job, outcome: str) -> None:
         nonlocal count
         count += 1
-        print(f"[{count}/{len(jobs)}] {job.script} {job.env_id} seed {job.seed}: {outcome}", flush=True)
+        print(f"[{count}/{len(jobs)}] {exp_name(job, '')} {job.env_id} seed {job.seed}: {outcome}", flush=True)
 
     for job in jobs:
         if plans[job].finished:
@@ -453,7 +538,7 @@ def main(args: Args, extra: List[str], plans: Dict[Job, Plan], unused: int) -> i
     if failed:
         first = failed[0]
         print(
-            f"sweep.py: error: {len(failed)} of {len(jobs)} runs failed (first: {first.script} {first.env_id} "
+            f"sweep.py: error: {len(failed)} of {len(jobs)} runs failed (first: {exp_name(first, '')} {first.env_id} "
             f"seed {first.seed}); logs in {log_dir}",
             file=sys.stderr,
         )
@@ -465,6 +550,8 @@ def main(args: Args, extra: List[str], plans: Dict[Job, Plan], unused: int) -> i
 if __name__ == "__main__":
     cli_args, extra_flags = tyro.cli(Args, return_unknown_args=True)
     try:
+        if "--grid" in sys.argv[1:] and not cli_args.grid:  # tyro takes a bare --grid as the empty default
+            raise ValueError("--grid needs at least one FLAG=V1,V2,... (e.g. delta-down=0,1e-4), without dashes")
         check_args(cli_args, extra_flags)
         if cli_args.backend == "ray":
             try:

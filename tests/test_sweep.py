@@ -1,6 +1,7 @@
 """sweep.py end to end: a real tiny local sweep, a failing run among good ones, skipping finished runs,
 resuming interrupted ones in their folders, stopping a sweep with SIGTERM, the Ray backend on a real
-local Ray instance and without Ray, and bad input."""
+local Ray instance and without Ray, parameter grids (names, resuming, skipping, on both backends), and
+bad input."""
 
 import importlib.util
 import re
@@ -14,6 +15,8 @@ import pytest
 import torch
 from conftest import ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import sweep as sweep_module
 
 TINY = ["--total-timesteps", "400", "--steps-per-epoch", "200", "--num-envs", "2"]
 PROGRESS = re.compile(
@@ -227,9 +230,78 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
+    # two grid points of one script; then a larger budget resumes both in their folders; then both are skipped
+    flags = ["--scripts", "trpo_lag_shapo", "--env-ids", "Walker2d-v4", "--seeds", "0", "--workers", "2",
+             "--exp-name-suffix", "pid", "--grid", "delta-down=0,1e-4", "--steps-per-epoch", "200", "--num-envs", "2",
+             "--lagrangian", "pid"]
+    result = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = ["trpo_lag_shapo_pid-delta_down=0", "trpo_lag_shapo_pid-delta_down=1e-4"]
+    folders = run_dirs(tmp_path)
+    assert [p.name.rsplit("__", 1)[0] for p in folders] == [f"Walker2d-v4__{name}__0" for name in names]
+    assert [torch.load(p / "checkpoint.pt", weights_only=False)["args"]["delta_down"] for p in folders] == [0.0, 1e-4]
+    assert result.stdout.startswith("sweep: 2 runs (1 scripts x 1 envs x 1 seeds x 2 grid points)")
+    assert sorted(line["script"] for line in progress_lines(result.stdout)) == ["trpo_lag_shapo-delta_down=0",
+                                                                               "trpo_lag_shapo-delta_down=1e-4"]
+    log = (tmp_path / "sweep_logs" / f"{names[1]}__Walker2d-v4__0.log").read_text()
+    assert "--delta-down 1e-4" in log.splitlines()[0] and f"--exp-name {names[1]}" in log.splitlines()[0]
+
+    longer = sweep(*flags, "--total-timesteps", "600", out_dir=tmp_path)
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    assert [(line["resumed"], line["code"]) for line in progress_lines(longer.stdout)] == [("400", "0")] * 2
+    assert run_dirs(tmp_path) == folders and [global_step(p) for p in folders] == [600, 600]
+    again = sweep(*flags, "--total-timesteps", "600", out_dir=tmp_path)
+    assert [line["finished"] for line in progress_lines(again.stdout)] == ["600", "600"], again.stdout + again.stderr
+
+
+def test_grid_points_on_the_ray_backend_resume_in_their_folders(tmp_path):
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (it is in requirements.txt)")
+    flags = ["--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "1", "--workers", "2",
+             "--grid", "gamma=0.9,0.99", "--steps-per-epoch", "200", "--num-envs", "2"]
+    result = sweep(*flags, "--total-timesteps", "200", out_dir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folders = run_dirs(tmp_path)
+    assert [p.name.rsplit("__", 1)[0] for p in folders] == ["Walker2d-v4__ppo_lag-gamma=0.9__1",
+                                                            "Walker2d-v4__ppo_lag-gamma=0.99__1"]
+    again = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted((line["script"], line["resumed"]) for line in progress_lines(again.stdout)) == [
+        ("ppo_lag-gamma=0.9", "200"), ("ppo_lag-gamma=0.99", "200")]
+    assert run_dirs(tmp_path) == folders and [global_step(p) for p in folders] == [400, 400]
+
+
+@pytest.mark.parametrize(
+    "name, script, suffix, settings",
+    [
+        ("ppo_lag", "ppo_lag", "", {}),
+        ("trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0", "trpo_lag_shapo", "",
+         {"delta-down": "1e-4", "critic-sam-rho": "0"}),
+        # a suffix with '-', a value with '-' inside, a negative value
+        ("trpo_lag_shapo_a-b-pessimism_schedule=sqrt-epoch-cost_limit=-1", "trpo_lag_shapo", "a-b",
+         {"pessimism-schedule": "sqrt-epoch", "cost-limit": "-1"}),
+    ],
+)
+def test_exp_name_of_a_grid_point_splits_back(name, script, suffix, settings):
+    job = sweep_module.Job(script, "Walker2d-v4", 0, tuple(settings.items()))
+    assert sweep_module.exp_name(job, suffix) == name
+    assert sweep_module.split_exp_name(name) == (f"{script}_{suffix}" if suffix else script, settings)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--grid"], "--grid needs at least one FLAG=V1,V2,..."),
+        (["--grid", "seed=1,2"], "--seed is set by the sweep for each run and cannot be in --grid"),
+        (["--scripts", "trpo_lag_shapo", "--grid", "delta-down=0,1e-4", "--delta-down", "0"],
+         "--delta-down is both in --grid and passed through"),
+        (["--scripts", "ppo_lag", "--grid", "delta-down=0"], "--grid: --delta-down is not a flag of ppo_lag"),
+        (["--scripts", "trpo_lag_shapo", "--grid", "delta-down"], "--grid takes FLAG=V1,V2,..."),
+        (["--grid", "delta-down=1e-4,a__b"], "values take letters, digits, '.', '+' and '-' only, got 'a__b'"),
+        (["--grid", "delta-down=0,0"], "--grid delta-down has duplicate values"),
+        (["--grid", "delta-down=0", "delta_down=1"], "--grid names delta-down twice"),
+        (["--grid", "total-timesteps=1e3"], "--total-timesteps takes positive whole numbers"),
         (["--scripts", "ppo_lagg"], "unknown script 'ppo_lagg'"),
         (["--seeds"], "--seeds needs at least one value"),
         (["--workers", "0"], "--workers must be at least 1"),
