@@ -28,6 +28,11 @@ NaNs.
 last --last-episodes episodes of the run (all envs together, in order of the step they ended at);
 cumulative training cost = the last logged charts/cumulative_cost.
 
+Grid points. An exp-name that sweep.py --grid gave, e.g. trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0,
+is split back into its head and its settings (sweep.split_exp_name): the tables then show the head in
+the algorithm column and one column per grid flag (e.g. delta-down), the rows sorted by head, then by
+value (numerically where the values are numbers).
+
 Markdown tables per environment (printed, and written to --table if given):
   * per algorithm: number of seeds, environment steps (last logged epoch; a range if the seeds
     differ), and for each of the three final values its mean over seeds with a 95 % confidence
@@ -38,6 +43,25 @@ Markdown tables per environment (printed, and written to --table if given):
     0. Higher return is better (> 0 favours SHAPO), lower cost is better (< 0 favours SHAPO);
   * the same pairs paired by seed: each seed's SHAPO-minus-base difference, and their mean with its
     95 % interval (a bootstrap over the per-seed differences).
+  With --baseline the pairs are instead each algorithm and its baseline: --baseline EXPNAME compares
+  every other algorithm of the task with that one; --baseline FLAG=VALUE (e.g. delta-down=0) compares
+  each grid point with the point of the same head and other settings where FLAG is VALUE.
+  * the statistics of Agarwal et al., "Deep reinforcement learning at the edge of the statistical
+    precipice" (NeurIPS 2021, sections 4.2 and 4.3), for final return and cumulative training cost:
+    per algorithm the interquartile mean over seeds (IQM: rliable's aggregate_iqm,
+    scipy.stats.trim_mean cutting 25 % of the runs from each end, so with fewer than 4 runs the plain
+    mean), and for each pair P(algorithm > its base), the probability of improvement (Mann-Whitney
+    form: the mean over all pairs of a run x of the algorithm and a run y of the base of
+    1[x > y] + 0.5 * 1[x = y]; for cost "improvement" is lower, 1[x < y]).
+  * across tasks (two or more environments): the same on normalised values, each task's final return
+    and cumulative cost mapped to [0, 1] by min-max over all runs of that task in the table (0 the
+    lowest, 1 the highest; all 0 where every run is equal), so that tasks can be pooled: the IQM over
+    all runs of all tasks, and P averaged over the tasks both algorithms ran. An algorithm's runs
+    there are the seeds it ran on each of its tasks (the runs form a seeds x tasks matrix).
+  Their 95 % intervals are rliable's stratified bootstrap (STRATIFIED below: percentile, 2,000
+  resamples, numpy RandomState(0)): runs are resampled within each task, and each algorithm's on its
+  own. The bootstrap and the IQM are rliable's; P is computed here (rliable's version calls
+  scipy.stats.mannwhitneyu once per task and resample, about 2.7 ms each), to the same definition.
 Every interval is scipy.stats.bootstrap's percentile interval (BOOTSTRAP below: confidence level
 0.95, 10,000 resamples, random_state=0, so the tables are reproducible), resampling seeds; for a
 difference the two algorithms' seeds are resampled independently (unpaired) and the statistic is
@@ -49,6 +73,7 @@ With few seeds the percentile interval is optimistic (with 2 seeds it is about [
 
 import re
 import sys
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +86,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 import tyro  # noqa: E402
+from rliable import library as rliable_library  # noqa: E402
+from rliable import metrics as rliable_metrics  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+import sweep  # noqa: E402
 
 RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
 EPISODE_TAGS = {"return": "charts/episodic_return", "cost": "charts/episodic_cost"}
@@ -71,6 +100,8 @@ MEASURES = ("return", "cost", "cumulative_cost")  # the keys of Run.final
 Interval = Optional[Tuple[float, float]]  # (low, high) of a confidence interval; None: n/a
 # settings of every confidence interval in the tables (keyword arguments of scipy.stats.bootstrap)
 BOOTSTRAP = {"method": "percentile", "confidence_level": 0.95, "n_resamples": 10_000, "random_state": 0}
+# settings of the stratified-bootstrap intervals of IQM and P(X > Y) (rliable's get_interval_estimates)
+STRATIFIED = {"method": "percentile", "confidence_interval_size": 0.95, "reps": 2_000, "seed": 0}
 
 
 @dataclass
@@ -89,6 +120,9 @@ class Args:
     """shaded band around the mean over seeds: +-1 std (ddof=0) or min-max"""
     table: Optional[str] = None
     """also write the Markdown tables to this file"""
+    baseline: Optional[str] = None
+    """compare with this instead of SHAPO with its base: an exp-name (every other algorithm compared with it),
+    or FLAG=VALUE of sweep.py --grid (each grid point with its twin whose FLAG is VALUE), e.g. delta-down=0"""
 
 
 @dataclass
@@ -276,6 +310,153 @@ def shapo_pairs(algorithms: Sequence[str]) -> List[Tuple[str, str]]:
     return sorted((base, shapo) for shapo, base in bases.items() if base in names)
 
 
+def baseline_pairs(algorithms: Sequence[str], baseline: str) -> List[Tuple[str, str]]:
+    """(baseline, algorithm) pairs of --baseline, sorted like the table's rows. If `baseline` is one of the
+    exp-names, every other algorithm is paired with it; else it is FLAG=VALUE (dashes or underscores in
+    FLAG), and each grid point whose FLAG has another value is paired with its twin: the exp-name with the
+    same head and other settings and FLAG=VALUE (sweep.py --grid names), where that twin is present."""
+    names = set(algorithms)
+    if baseline in names:
+        return sorted(((baseline, name) for name in names if name != baseline), key=lambda pair: row_key(pair[1]))
+    flag, _, value = baseline.partition("=")
+    flag = flag.replace("_", "-")
+    pairs = []
+    for name in names:
+        head, settings = sweep.split_exp_name(name)
+        twin = sweep.join_exp_name(head, {**settings, flag: value})
+        if settings.get(flag, value) != value and twin in names:
+            pairs.append((twin, name))
+    return sorted(pairs, key=lambda pair: row_key(pair[1]))
+
+
+def row_key(algorithm: str) -> tuple:
+    """Sort key of an exp-name: its head, then its grid values, numbers by value and before words."""
+    head, settings = sweep.split_exp_name(algorithm)
+    values = []
+    for value in settings.values():
+        try:
+            values.append((0, float(value), ""))
+        except ValueError:
+            values.append((1, 0.0, value))
+    return head, values
+
+
+def grid_flags(algorithms: Sequence[str]) -> List[str]:
+    """The grid flags (with dashes) found in the exp-names, in order of first appearance."""
+    flags: Dict[str, None] = {}
+    for name in sorted(algorithms, key=row_key):
+        flags.update(dict.fromkeys(sweep.split_exp_name(name)[1]))
+    return list(flags)
+
+
+def label_cells(algorithm: str, flags: Sequence[str]) -> List[str]:
+    """The table's cells naming an algorithm: the exp-name if there are no grid flags, else its head and
+    its value of each flag ('' where it has none)."""
+    if not flags:
+        return [algorithm]
+    head, settings = sweep.split_exp_name(algorithm)
+    return [head, *(settings.get(flag, "") for flag in flags)]
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of a (runs, tasks) array over all its entries: rliable's aggregate_iqm, i.e.
+    scipy.stats.trim_mean with 25 % cut from each end (Agarwal et al. 2021, section 4.2). Raises
+    ValueError on an empty array."""
+    if scores.size == 0:
+        raise ValueError("the IQM of no runs is undefined")
+    return float(rliable_metrics.aggregate_iqm(scores))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) of Agarwal et al. 2021, section 4.3: x (runs_x, tasks) and y (runs_y, tasks) on the same
+    tasks; per task the mean over all (run of X, run of Y) pairs of 1[x > y] + 0.5 * 1[x = y] (the
+    Mann-Whitney U statistic over runs_x * runs_y), then the mean over tasks. In [0, 1]; 0.5 means no
+    difference in rank. Higher values are better: pass negated values for a cost."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or not (x.size and y.size):
+        raise ValueError(f"P(X > Y) needs runs x tasks arrays on the same tasks, got {x.shape} and {y.shape}")
+    wins = (x[:, None, :] > y[None, :, :]) + 0.5 * (x[:, None, :] == y[None, :, :])  # (runs_x, runs_y, tasks)
+    return float(wins.mean(axis=(0, 1)).mean())
+
+
+def stratified_interval(samples: Sequence[np.ndarray], statistic) -> Tuple[float, Interval]:
+    """statistic(*samples) of (runs, tasks) arrays and its stratified-bootstrap confidence interval
+    (rliable's get_interval_estimates with the STRATIFIED settings: each array's runs resampled with
+    replacement within each task, each array on its own; Agarwal et al. 2021, section 4.1). The interval
+    is None when an array has fewer than 2 runs and the point itself when every array is constant."""
+    point = statistic(*samples)
+    if min(len(sample) for sample in samples) < 2:
+        return point, None
+    if all(np.all(sample == sample.flat[0]) for sample in samples):
+        return point, (point, point)
+    settings = {key: value for key, value in STRATIFIED.items() if key != "seed"}
+    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable hands it
+        warnings.simplefilter("ignore", FutureWarning)
+        _, intervals = rliable_library.get_interval_estimates(
+            {"x": list(samples) if len(samples) > 1 else samples[0]}, lambda *arrays: np.array([statistic(*arrays)]),
+            random_state=np.random.RandomState(STRATIFIED["seed"]), **settings)
+    return point, (float(intervals["x"][0, 0]), float(intervals["x"][1, 0]))
+
+
+def score_matrix(by_task: Dict[str, Dict[int, float]], tasks: Sequence[str]) -> np.ndarray:
+    """{task: {seed: value}} -> (seeds, tasks) array of the seeds present on every one of `tasks`, by seed."""
+    seeds = sorted(set.intersection(*(set(by_task[task]) for task in tasks)))
+    return np.array([[by_task[task][seed] for task in tasks] for seed in seeds]).reshape(len(seeds), len(tasks))
+
+
+def statistics_table(values: Dict[str, Dict[str, Dict[str, Dict[int, float]]]], pairs: List[Tuple[str, str]],
+                     caption: str, pooled: bool) -> List[str]:
+    """The IQM and P(X > base) table: values[measure][algorithm][task][seed] for the measures return and
+    cumulative_cost; pairs (base, algorithm). pooled: across tasks (a 'tasks × seeds' column), else one task."""
+    algorithms = sorted(values["return"], key=row_key)
+    flags = grid_flags(algorithms)
+    base_of = {algorithm: base for base, algorithm in pairs}
+    signs = {"return": 1.0, "cumulative_cost": -1.0}  # P counts lower cost as better
+    size = "tasks × seeds" if pooled else "seeds"
+    columns = ["algorithm", *flags, size, "IQM final return ↑", "IQM cumulative training cost ↓", "base",
+               "P(final return > base's) ↑", "P(cumulative cost < base's) ↑"]
+    lines = [caption, "", "| " + " | ".join(columns) + " |", "|-" * len(columns) + "|"]
+    for algorithm in algorithms:
+        tasks = sorted(values["return"][algorithm])
+        matrices = {key: score_matrix(values[key][algorithm], tasks) for key in signs}
+        cells = [statistic_cell([matrices[key]], iqm) for key in signs]
+        base = base_of.get(algorithm)
+        cells.append(base or "")
+        for key, sign in signs.items():
+            common = sorted(set(tasks) & set(values[key][base])) if base else []
+            if common:
+                x = sign * score_matrix(values[key][algorithm], common)
+                y = sign * score_matrix(values[key][base], common)
+                cells.append(statistic_cell([x, y], probability_of_improvement))
+            else:
+                cells.append("")
+        count = f"{len(tasks)} × {len(matrices['return'])}" if pooled else f"{len(matrices['return'])}"
+        lines.append("| " + " | ".join([*label_cells(algorithm, flags), count, *cells]) + " |")
+    return lines
+
+
+def statistic_cell(samples: Sequence[np.ndarray], statistic) -> str:
+    """'point [low, high]' of stratified_interval; 'n/a' if an array holds no run (no seed on all its tasks)."""
+    if any(sample.size == 0 for sample in samples):
+        return "n/a"
+    return format_interval(*stratified_interval(samples, statistic))
+
+
+def table_values(runs_by_env: Dict[str, Dict[str, List[Run]]], normalise: bool) -> Dict[str, Dict[str, dict]]:
+    """values[measure][algorithm][task][seed] of final return and cumulative cost (a seed run twice counts
+    its last run found). normalise: each task's values mapped to [0, 1] by min-max over all its runs, 0 the
+    lowest and 1 the highest (all 0 where every run is equal)."""
+    values: Dict[str, Dict[str, dict]] = {}
+    for key in ("return", "cumulative_cost"):
+        values[key] = defaultdict(dict)
+        for env_id, groups in runs_by_env.items():
+            finals = [run.final[key] for runs in groups.values() for run in runs]
+            low, high = (min(finals), max(finals)) if normalise else (0.0, 1.0)
+            scale = high - low or 1.0
+            for algorithm, runs in groups.items():
+                values[key][algorithm][env_id] = {run.seed: (run.final[key] - low) / scale for run in runs}
+    return values
+
+
 def pareto_frontier(costs: Sequence[float], returns: Sequence[float]) -> np.ndarray:
     """Indices of the points no other point dominates, sorted by cost (then by return, descending).
 
@@ -305,60 +486,96 @@ def format_interval(point: float, interval: Interval, signed: bool = False) -> s
     return text + " *" if signed and (interval[0] > 0 or interval[1] < 0) else text
 
 
-def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int) -> str:
+def stratified_caption(pooled: bool) -> str:
+    """The caption of the IQM and P(X > base) table, stating its statistics, normalisation and bootstrap."""
+    level = f"{100 * STRATIFIED['confidence_interval_size']:g} %"
+    where = ("Across tasks, on values normalised per task by min-max over all runs of that task in this table "
+             "(0: the task's lowest final return or cumulative cost, 1: its highest); IQM over all runs of all "
+             "tasks, P averaged over the tasks both ran." if pooled else "Final values as above, in the task's units.")
+    return (f"{where} IQM: interquartile mean over runs (25 % trimmed from each end). P(X > base): over all pairs "
+            "of a run of the algorithm and one of its base, the share where the algorithm's is better (ties "
+            f"count ½); for cost, better is lower. [{level} CI: {STRATIFIED['method']} stratified bootstrap, runs "
+            f"resampled within each task, {STRATIFIED['reps']} resamples, RandomState({STRATIFIED['seed']}); "
+            "Agarwal et al., NeurIPS 2021, with rliable.]")
+
+
+def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int,
+                   baseline: Optional[str] = None) -> str:
     """The Markdown tables of one environment: per algorithm the final values (mean over seeds with
-    bootstrap interval), then per base/SHAPO pair the SHAPO-minus-base differences."""
+    bootstrap interval), then per pair (SHAPO and its base, or with `baseline` each algorithm and its
+    baseline: see baseline_pairs) the differences, unpaired and paired by seed, then the IQM and
+    probability-of-improvement table."""
     level = f"{100 * BOOTSTRAP['confidence_level']:g} %"
     method = (f"{BOOTSTRAP['method']} bootstrap over seeds, {BOOTSTRAP['n_resamples']} resamples, "
               f"random_state={BOOTSTRAP['random_state']}")
     finals = {alg: {key: [run.final[key] for run in runs] for key in MEASURES} for alg, runs in groups.items()}
+    flags = grid_flags(list(groups))
+    columns = ["algorithm", *flags, "seeds", "env steps", f"final return ↑ (last {last_episodes} ep.)",
+               f"final episodic cost ↓ (last {last_episodes} ep.)", "cumulative training cost ↓"]
     lines = [
         f"### {env_id}",
         "",
         f"Mean over seeds [{level} CI: {method}; n/a with one seed]. ↑ higher is better, ↓ lower is better.",
         "",
-        f"| algorithm | seeds | env steps | final return ↑ (last {last_episodes} ep.) "
-        f"| final episodic cost ↓ (last {last_episodes} ep.) | cumulative training cost ↓ |",
-        "|-|-|-|-|-|-|",
+        "| " + " | ".join(columns) + " |",
+        "|-" * len(columns) + "|",
     ]
-    for algorithm, runs in sorted(groups.items()):
-        last_steps = sorted(int(run.epoch_steps[-1]) for run in runs)
+    for algorithm in sorted(groups, key=row_key):
+        last_steps = sorted(int(run.epoch_steps[-1]) for run in groups[algorithm])
         steps = f"{last_steps[0]}" if last_steps[0] == last_steps[-1] else f"{last_steps[0]}–{last_steps[-1]}"
         cells = [format_interval(*mean_interval(finals[algorithm][key])) for key in MEASURES]
-        lines.append(f"| {algorithm} | {len(runs)} | {steps} | " + " | ".join(cells) + " |")
-    pairs = shapo_pairs(list(groups))
+        row = [*label_cells(algorithm, flags), str(len(groups[algorithm])), steps, *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    pairs = baseline_pairs(list(groups), baseline) if baseline else shapo_pairs(list(groups))
+    ours, theirs = ("algorithm", "baseline") if baseline else ("SHAPO", "base")
     if pairs:
         lines += [
             "",
-            f"SHAPO − base: difference of the means over seeds [{level} CI: {method}, the two algorithms' "
+            f"{ours} − {theirs}: difference of the means over seeds [{level} CI: {method}, the two algorithms' "
             "seeds resampled independently]; * the interval excludes 0.",
             "",
-            "| SHAPO − base | seeds (SHAPO / base) | Δ final return (> 0: SHAPO better) "
-            "| Δ final episodic cost (< 0: SHAPO better) | Δ cumulative training cost (< 0: SHAPO better) |",
+            f"| {ours} − {theirs} | seeds ({ours} / {theirs}) | Δ final return (> 0: {ours} better) "
+            f"| Δ final episodic cost (< 0: {ours} better) | Δ cumulative training cost (< 0: {ours} better) |",
             "|-|-|-|-|-|",
         ]
-        for base, shapo in pairs:
+        for base, other in pairs:
             cells = [
-                format_interval(*difference_interval(finals[shapo][key], finals[base][key]), signed=True)
+                format_interval(*difference_interval(finals[other][key], finals[base][key]), signed=True)
                 for key in MEASURES
             ]
-            seeds = f"{len(groups[shapo])} / {len(groups[base])}"
-            lines.append(f"| {shapo} − {base} | {seeds} | " + " | ".join(cells) + " |")
+            seeds = f"{len(groups[other])} / {len(groups[base])}"
+            lines.append(f"| {other} − {base} | {seeds} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            f"Paired: per seed that both ran, SHAPO's value minus the base's, and the mean of those differences "
-            f"[{level} CI: {method}, over the per-seed differences]; * the interval excludes 0.",
+            f"Paired: per seed that both ran, the {ours}'s value minus the {theirs}'s, and the mean of those "
+            f"differences [{level} CI: {method}, over the per-seed differences]; * the interval excludes 0.",
             "",
-            "| SHAPO − base, paired | seed | Δ final return | Δ final episodic cost | Δ cumulative training cost |",
+            f"| {ours} − {theirs}, paired | seed | Δ final return | Δ final episodic cost "
+            "| Δ cumulative training cost |",
             "|-|-|-|-|-|",
         ]
-        for base, shapo in pairs:
-            differences = {key: paired_differences(groups[shapo], groups[base], key) for key in MEASURES}
+        for base, other in pairs:
+            differences = {key: paired_differences(groups[other], groups[base], key) for key in MEASURES}
             for seed in differences["return"]:
                 cells = " | ".join(f"{differences[key][seed]:+.2f}" for key in MEASURES)
-                lines.append(f"| {shapo} − {base} (paired) | {seed} | {cells} |")
-            cells = " | ".join(format_interval(*mean_interval(list(differences[key].values())), signed=True) for key in MEASURES)
-            lines.append(f"| {shapo} − {base} (paired) | mean of {len(differences['return'])} | {cells} |")
+                lines.append(f"| {other} − {base} (paired) | {seed} | {cells} |")
+            intervals = [mean_interval(list(differences[key].values())) for key in MEASURES]
+            cells = " | ".join(format_interval(*interval, signed=True) for interval in intervals)
+            lines.append(f"| {other} − {base} (paired) | mean of {len(differences['return'])} | {cells} |")
+    values = table_values({env_id: groups}, normalise=False)
+    lines += ["", f"#### {env_id}: IQM and probability of improvement", "",
+              *statistics_table(values, pairs, stratified_caption(pooled=False), pooled=False)]
+    return "\n".join(lines) + "\n"
+
+
+def pooled_table(runs_by_env: Dict[str, Dict[str, List[Run]]], baseline: Optional[str]) -> str:
+    """The IQM and P(X > base) table across all tasks, on per-task min-max normalised values."""
+    names = sorted({algorithm for groups in runs_by_env.values() for algorithm in groups})
+    pairs = baseline_pairs(names, baseline) if baseline else shapo_pairs(names)
+    values = table_values(runs_by_env, normalise=True)
+    caption = stratified_caption(pooled=True)
+    heading = f"### All tasks ({', '.join(sorted(runs_by_env))}): IQM and probability of improvement"
+    lines = [heading, "", *statistics_table(values, pairs, caption, True)]
     return "\n".join(lines) + "\n"
 
 
@@ -405,7 +622,8 @@ def plot_env(env_id: str, groups: Dict[str, List[Run]], spread: str, out_path: P
 
 
 def main(args: Args) -> Dict[str, str]:
-    """Read, plot and tabulate; return {env_id: markdown table}."""
+    """Read, plot and tabulate; return {env_id: markdown table}, with {"all tasks": ...} for two or more
+    tasks. Raises ValueError with a one-line message on bad input or when no run is found."""
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise ValueError(f"--runs-dir {args.runs_dir!r} is not a folder")
@@ -423,14 +641,21 @@ def main(args: Args) -> Dict[str, str]:
             runs_by_env[run.env_id][run.algorithm].append(run)
     if not runs_by_env:
         raise ValueError(f"no runs with episodes and charts/cumulative_cost found under {args.runs_dir!r}")
+    names = sorted({algorithm for groups in runs_by_env.values() for algorithm in groups})
+    if args.baseline and not baseline_pairs(names, args.baseline):
+        raise ValueError(f"--baseline {args.baseline!r} is neither one of the algorithms found ({', '.join(names)}) "
+                         "nor a grid setting FLAG=VALUE that pairs any of them")
 
     tables = {}
     for env_id, groups in sorted(runs_by_env.items()):
         out_path = Path(args.out_dir) / f"{env_id}.png"
         plot_env(env_id, groups, args.spread, out_path)
-        tables[env_id] = markdown_table(env_id, groups, args.last_episodes)
+        tables[env_id] = markdown_table(env_id, groups, args.last_episodes, args.baseline)
         print(tables[env_id])
         print(f"wrote {out_path}\n", flush=True)
+    if len(runs_by_env) > 1:
+        tables["all tasks"] = pooled_table(runs_by_env, args.baseline)
+        print(tables["all tasks"])
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text("\n".join(tables.values()))

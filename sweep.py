@@ -268,14 +268,18 @@ def make_jobs(args: Args) -> List[Job]:
 def exp_name(job: Job, suffix: str) -> str:
     """The run's experiment name: its script, plus `_suffix` if one is given, plus -<flag>=<value> per
     grid setting (the flag's dashes written as underscores), e.g. trpo_lag_shapo_pid-delta_down=1e-4."""
-    name = f"{job.script}_{suffix}" if suffix else job.script
-    return name + "".join(f"-{flag.replace('-', '_')}={value}" for flag, value in job.settings)
+    return join_exp_name(f"{job.script}_{suffix}" if suffix else job.script, dict(job.settings))
+
+
+def join_exp_name(head: str, settings: Dict[str, str]) -> str:
+    """head followed by -<flag>=<value> per setting, the flag's dashes written as underscores."""
+    return head + "".join(f"-{flag.replace('-', '_')}={value}" for flag, value in settings.items())
 
 
 def split_exp_name(name: str) -> Tuple[str, Dict[str, str]]:
     """An exp-name split into its part before the grid settings and {flag with dashes: value}, in order:
     "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0" -> ("trpo_lag_shapo", {"delta-down": "1e-4",
-    "critic-sam-rho": "0"}); a name without settings -> (name, {}). The inverse of exp_name."""
+    "critic-sam-rho": "0"}); a name without settings -> (name, {}). The inverse of join_exp_name."""
     head, *settings = SETTING_START.split(name)
     pairs = [setting.split("=", 1) for setting in settings]
     return head, {flag.replace("_", "-"): value for flag, value in pairs}

@@ -1,7 +1,8 @@
 """plot.py on synthetic TensorBoard logs (values chosen by hand): the table's means and bootstrap
 intervals over seeds (checked against a percentile bootstrap written here with NumPy), the SHAPO-minus-base
-differences and their markers, the common step grid, the cost limit, the figure, and the Pareto
-frontier."""
+differences and their markers, grid points as columns and --baseline pairs, the IQM and probability of
+improvement per task and across tasks (against hand computations and a stratified bootstrap written here),
+the common step grid, the cost limit, the figure, and the Pareto frontier."""
 
 import re
 import subprocess
@@ -31,9 +32,9 @@ NUMBER = r"[+-]?\d+\.\d\d"
 CELL = re.compile(rf"^(?P<point>{NUMBER}) \[(?:n/a|(?P<low>{NUMBER}), (?P<high>{NUMBER}))\](?P<mark> \*)?$")
 
 
-def write_run(runs_dir, algorithm, seed, episodes, cumulative_costs):
+def write_run(runs_dir, algorithm, seed, episodes, cumulative_costs, env=ENV):
     """Log one run the way the training scripts do, in step order."""
-    writer = SummaryWriter(str(runs_dir / f"{ENV}__{algorithm}__{seed}__1700000000"))
+    writer = SummaryWriter(str(runs_dir / f"{env}__{algorithm}__{seed}__1700000000"))
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n|seed|{seed}|\n|cost_limit|{COST_LIMIT}|\n|gamma|0.99|")
     pending = list(episodes)
     for epoch_end, cumulative in zip(EPOCH_ENDS, cumulative_costs):
@@ -55,14 +56,19 @@ def runs_dir(tmp_path):
     return runs
 
 
-def write_constant_run(runs_dir, algorithm, seed, final_return, final_cost, cumulative_cost):
+def write_constant_run(runs_dir, algorithm, seed, final_return, final_cost, cumulative_cost, env=ENV):
     """A run whose every episode has the same return and cost: its final values are the arguments."""
     episodes = [(step, final_return, final_cost) for step in EPOCH_ENDS]
-    write_run(runs_dir, algorithm, seed, episodes, [cumulative_cost * k / 4 for k in (1, 2, 3, 4)])
+    write_run(runs_dir, algorithm, seed, episodes, [cumulative_cost * k / 4 for k in (1, 2, 3, 4)], env=env)
 
 
 def table_rows(table):
-    """{first cell: cells} of every row of the Markdown tables, header rows included."""
+    """{first cell: cells} of every row of the Markdown tables before the IQM section, header rows included."""
+    return all_rows(table.split("\n#### ")[0])
+
+
+def all_rows(table):
+    """{first cell: cells} of every row of the Markdown tables, header rows included (a later row wins)."""
     rows = [line for line in table.splitlines() if line.startswith("|") and not line.startswith("|-")]
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
 
@@ -86,7 +92,7 @@ def test_table_mean_and_interval_over_seeds(runs_dir, tmp_path, capsys):
     #           cumulative 80 and 85 -> 82.5
     # With 2 seeds a resample's mean is the min, the mean or the max with probability 1/4, 1/2, 1/4, so the
     # 2.5 % and 97.5 % percentiles of 10,000 resamples are the min and the max of the two seeds.
-    rows = [line for line in tables[ENV].splitlines() if line.startswith("| algo_")]
+    rows = [line for line in tables[ENV].split("\n#### ")[0].splitlines() if line.startswith("| algo_")]
     assert rows == [
         "| algo_a | 2 | 400 | 7.25 [5.50, 9.00] | 2.25 [1.50, 3.00] | 36.00 [32.00, 40.00] |",
         "| algo_b | 2 | 400 | 2.75 [2.00, 3.50] | 16.25 [15.00, 17.50] | 82.50 [80.00, 85.00] |",
@@ -280,3 +286,108 @@ def test_cli_error_is_one_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"plot.py: error: no runs with episodes and charts/cumulative_cost "
                                                   f"found under {str(tmp_path)!r}"]
+
+
+def test_iqm_and_probability_of_improvement_by_hand():
+    # 3 runs x 2 tasks: sorted entries 1 2 3 10 20 30, one cut from each end -> (2 + 3 + 10 + 20) / 4
+    assert plot.iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])) == pytest.approx(8.75)
+    assert plot.iqm(np.array([[4.0], [1.0], [3.0], [100.0]])) == pytest.approx(3.5)  # the middle two, 3 and 4
+    x = np.array([[1.0, 5.0], [3.0, 6.0], [2.0, 7.0]])
+    y = np.array([[2.0, 5.0], [2.0, 6.0]])
+    # task 0: 1 loses twice, 3 wins twice, 2 ties twice -> 3/6; task 1: 5 ties and loses, 6 wins and ties,
+    # 7 wins twice -> 4/6; averaged over the two tasks
+    assert plot.probability_of_improvement(x, y) == pytest.approx((3 / 6 + 4 / 6) / 2)
+    assert plot.probability_of_improvement(y, x) == pytest.approx(1 - (3 / 6 + 4 / 6) / 2)
+    with pytest.raises(ValueError, match="same tasks"):
+        plot.probability_of_improvement(x, y[:, :1])
+
+
+def numpy_stratified_bootstrap(samples, statistic, resamples=20_000, seed=1):
+    """An independent stratified bootstrap: each (runs, tasks) array's runs resampled with replacement within
+    each task column on their own, then the 2.5 % and 97.5 % quantiles of the statistic."""
+    rng = np.random.default_rng(seed)
+
+    def resample(sample):
+        rows = rng.integers(0, len(sample), size=sample.shape)  # a row index per entry: per task on its own
+        return np.take_along_axis(sample, rows, axis=0)
+
+    draws = [statistic(*(resample(sample) for sample in samples)) for _ in range(resamples)]
+    return np.quantile(draws, [0.025, 0.975])
+
+
+def test_stratified_intervals_against_a_numpy_bootstrap():
+    scores = np.array([[0.1, 0.9], [0.4, 0.2], [0.35, 0.8], [0.9, 0.5], [0.6, 0.55]])
+    point, (low, high) = plot.stratified_interval([scores], plot.iqm)
+    assert low < point < high
+    assert (low, high) == pytest.approx(tuple(numpy_stratified_bootstrap([scores], plot.iqm)), abs=0.08 * (high - low))
+    other = scores[:4] - 0.2
+    point, (low, high) = plot.stratified_interval([scores, other], plot.probability_of_improvement)
+    expected = numpy_stratified_bootstrap([scores, other], plot.probability_of_improvement)
+    assert low <= point <= high and (low, high) == pytest.approx(tuple(expected), abs=0.05)
+    assert plot.stratified_interval([scores[:1]], plot.iqm)[1] is None  # one run: n/a
+    assert plot.stratified_interval([np.full((3, 2), 2.0)], plot.iqm) == (2.0, (2.0, 2.0))
+
+
+def test_baseline_pairs_by_name_and_by_grid_setting():
+    grid = ["trpo_lag_shapo-delta_down=0-critic_sam_rho=0", "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0",
+            "trpo_lag_shapo-delta_down=0-critic_sam_rho=0.05", "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0.05"]
+    names = ["ppo_lag", *grid, "trpo_lag_shapo-delta_down=1e-5-critic_sam_rho=0.1"]  # the last has no twin
+    assert plot.baseline_pairs(names, "delta-down=0") == [(grid[0], grid[1]), (grid[2], grid[3])]
+    assert plot.baseline_pairs(names, "delta_down=0") == [(grid[0], grid[1]), (grid[2], grid[3])]
+    # rows sorted by value, numerically: delta 0 < 1e-5 < 1e-4
+    by_value = [grid[0], grid[2], names[-1], grid[1], grid[3]]
+    assert plot.baseline_pairs(names, "ppo_lag") == [("ppo_lag", name) for name in by_value]
+    assert plot.baseline_pairs(names, "gamma=0.9") == []
+
+
+def test_grid_columns_baseline_pairs_and_statistics_per_task_and_across_tasks(tmp_path):
+    runs, other_env = tmp_path / "runs", "OtherEnv-v0"
+    base, shapo = "trpo_lag_shapo-delta_down=0", "trpo_lag_shapo-delta_down=1e-4"
+    values = {  # (env, algorithm): per seed (final return, cumulative cost)
+        (ENV, base): [(10, 100), (20, 300)], (ENV, shapo): [(30, 200), (20, 400)],
+        (other_env, base): [(0, 50), (4, 50)], (other_env, shapo): [(2, 10), (8, 90)],
+    }
+    for (env, algorithm), seeds in values.items():
+        for seed, (ret, cumulative) in enumerate(seeds):
+            write_constant_run(runs, algorithm, seed, ret, 1.0, cumulative, env=env)
+    tables = plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "out"), baseline="delta-down=0"))
+    assert sorted(tables) == sorted([ENV, other_env, "all tasks"])
+
+    lines = tables[ENV].splitlines()
+    assert lines[4].startswith("| algorithm | delta-down | seeds | env steps |")
+    assert [line.split(" | ")[:3] for line in lines[6:8]] == [["| trpo_lag_shapo", "0", "2"],
+                                                              ["| trpo_lag_shapo", "1e-4", "2"]]
+    rows = table_rows(tables[ENV])
+    assert rows["algorithm − baseline"][0] == "seeds (algorithm / baseline)"
+    assert parse_cell(rows[f"{shapo} − {base}"][1])[0] == 10.0  # 25 - 15
+    # per seed: return 30 - 10 and 20 - 20, episodic cost 0 and 0, cumulative cost 200 - 100 and 400 - 300
+    assert rows[f"{shapo} − {base} (paired)"][1:] == ["+10.00 [+0.00, +20.00]", "+0.00 [+0.00, +0.00]",
+                                                      "+100.00 [+100.00, +100.00] *"]
+
+    # per task, by hand: P(return > base's) over the 4 pairs of runs: 30 > 10, 30 > 20, 20 > 10, 20 = 20 -> 3.5 / 4;
+    # P(cost < base's): 200 < 300 only -> 1 / 4. IQM of 2 runs: their mean.
+    stats = all_rows(tables[ENV].split("\n#### ")[1])
+    assert stats["algorithm"][:3] == ["delta-down", "seeds", "IQM final return ↑"]
+    shapo_row = stats["trpo_lag_shapo"]  # the later of the two rows so named: delta 1e-4
+    assert shapo_row[0] == "1e-4" and shapo_row[4] == base
+    assert [parse_cell(cell)[0] for cell in shapo_row[2:4]] == [25.0, 300.0]
+    assert [parse_cell(cell)[0] for cell in shapo_row[5:]] == [0.88, 0.25]
+    # across tasks: min-max per task; returns {10, 20, 30, 20} -> base 0, .5, 1e-4 1, .5; {0, 4, 2, 8} -> base 0, .5,
+    # 1e-4 .25, 1. IQM of 4 entries = mean of the middle two: 1e-4 (.5 + 1) / 2, base (0 + .5) / 2. Costs
+    # {100, 300, 200, 400} -> 0, 2/3 and 1/3, 1; {50, 50, 10, 90} -> .5, .5 and 0, 1: 1e-4 (1/3 + 1) / 2.
+    # P averaged over tasks: return (3.5/4 + 3/4) / 2, cost (1/4 + 2/4) / 2.
+    pooled = all_rows(tables["all tasks"])
+    assert pooled["algorithm"][1] == "tasks × seeds"
+    points = [parse_cell(cell)[0] for cell in pooled["trpo_lag_shapo"][2:4] + pooled["trpo_lag_shapo"][5:]]
+    assert points == pytest.approx([0.75, 2 / 3, 0.8125, 0.375], abs=0.0051)
+    assert "min-max over all runs of that task" in tables["all tasks"]
+
+
+def test_bad_baseline_is_a_one_line_error(tmp_path):
+    write_constant_run(tmp_path, "ppo_lag", 0, 1.0, 1.0, 1.0)
+    result = subprocess.run([sys.executable, str(ROOT / "plot.py"), "--runs-dir", str(tmp_path), "--out-dir",
+                             str(tmp_path / "out"), "--baseline", "delta-down=0"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["plot.py: error: --baseline 'delta-down=0' is neither one of the "
+                                                  "algorithms found (ppo_lag) nor a grid setting FLAG=VALUE that "
+                                                  "pairs any of them"]
