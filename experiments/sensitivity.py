@@ -1,4 +1,4 @@
-"""Figure and table of the sensitivity study that experiments/sensitivity.sh runs: SHAPO-TRPO-Lag's final
+"""Figure and table of the sensitivity study that experiments/sensitivity/run.sh runs: SHAPO-TRPO-Lag's final
 return and cumulative training cost (on Walker2d-v4: falls) against delta_Down, one line per
 rho_critic; mean over seeds with plot.py's 95 % bootstrap interval over seeds. Runs of one seed share
 their initial policy and first rollout whatever delta_Down is, so the table also gives each measure's
@@ -7,11 +7,11 @@ with a bootstrap interval over seeds.
 
     python experiments/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir experiments/sensitivity
 
-Runs are recognised by their exp-name `..._delta<delta_down>-rho<rho_critic>`, the rho's '.' written 'p'
-(sweep.py --exp-name-suffix takes letters, digits and '-').
+Runs are recognised by the grid settings in their exp-name, `...-delta_down=<delta_down>-critic_sam_rho=<rho>`
+as sweep.py --grid names them (read back with sweep.split_exp_name). plot.py --baseline delta-down=0 gives the
+same pairs with the IQM and probability of improvement.
 """
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,9 @@ import tyro  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import plot  # noqa: E402
+import sweep  # noqa: E402
 
-CONFIG = re.compile(r"_delta(?P<delta>[0-9e.-]+)-rho(?P<rho>[0-9p]+)$")
+GRID = ("delta-down", "critic-sam-rho")  # the grid flags whose values each run's exp-name holds
 MEASURES = {"return": "final return (last episodes)", "cumulative_cost": "cumulative training cost"}
 PANELS = (("return", False), ("cumulative_cost", False), ("cumulative_cost", True))  # (measure, paired difference)
 
@@ -34,7 +35,7 @@ PANELS = (("return", False), ("cumulative_cost", False), ("cumulative_cost", Tru
 @dataclass
 class Args:
     runs_dir: str = "sweeps/sensitivity/runs"
-    """folder holding the runs of experiments/sensitivity.sh"""
+    """folder holding the runs of experiments/sensitivity/run.sh"""
     out_dir: str = "experiments/sensitivity"
     """where sensitivity.png and results.md go"""
     last_episodes: int = 20
@@ -46,17 +47,17 @@ class Args:
 def main(args: Args) -> None:
     groups = {}  # (rho, delta) -> runs
     for path in plot.find_run_dirs(Path(args.runs_dir)):
-        match = CONFIG.search(plot.RUN_NAME.match(path.name)["exp_name"])
-        run = plot.load_run(path, args.last_episodes) if match else None
+        settings = sweep.split_exp_name(plot.RUN_NAME.match(path.name)["exp_name"])[1]
+        run = plot.load_run(path, args.last_episodes) if set(GRID) <= set(settings) else None
         if run is not None and run.epoch_steps[-1] >= args.steps:
             episodes, epochs = run.episode_steps <= args.steps, run.epoch_steps <= args.steps
             run.episode_steps, run.episode_return, run.episode_cost = (a[episodes] for a in
                                                                         (run.episode_steps, run.episode_return, run.episode_cost))
             run.epoch_steps, run.cumulative_cost = run.epoch_steps[epochs], run.cumulative_cost[epochs]
             run.final = plot.final_values(run, args.last_episodes)
-            groups.setdefault((float(match["rho"].replace("p", ".")), float(match["delta"])), []).append(run)
+            groups.setdefault((float(settings["critic-sam-rho"]), float(settings["delta-down"])), []).append(run)
     if not groups:
-        sys.exit(f"sensitivity.py: error: no runs named ..._delta<delta>-rho<rho> under {args.runs_dir}")
+        sys.exit(f"sensitivity.py: error: no runs named ...-delta_down=<d>-critic_sam_rho=<r> under {args.runs_dir}")
     deltas = sorted({delta for _, delta in groups})
     positions = {delta: i for i, delta in enumerate(deltas)}  # evenly spaced: 0 sits beside the powers of ten
     lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {args.steps} steps per run; mean over seeds "

@@ -60,7 +60,7 @@ PYTHON_FILES = {
     "reweighting.py": "test_reweighting_*, test_python_file_uses_what_exists",
     "diagnostics_overhead.py": "test_diagnostics_overhead_*, test_python_file_uses_what_exists",
 }
-SHELL_SCRIPTS = ("evidence.sh", "init_falls.sh", "omnisafe_ablation.sh", "release_falls.sh", "sensitivity.sh", "walker10.sh",
+SHELL_SCRIPTS = ("evidence.sh", "init_falls.sh", "omnisafe_ablation.sh", "release_falls.sh", "sensitivity/run.sh", "walker10.sh",
                  "reweighting.sh")
 # names each file must be found using, so that the source checks cannot pass by finding nothing
 EXPECTED_USES = {
@@ -145,7 +145,7 @@ def point(cell):
 def test_every_experiment_script_is_tested():
     found = {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.py")}
     assert found == set(PYTHON_FILES), "a new or removed experiment script: give it a test here"
-    assert {p.name for p in EXPERIMENTS.rglob("*.sh")} == set(SHELL_SCRIPTS)
+    assert {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.sh")} == set(SHELL_SCRIPTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,12 +426,13 @@ def test_sensitivity_figure_and_paired_table(tmp_path):
     runs = tmp_path / "runs"
     # (rho, delta) -> per seed: final return, cumulative cost at step 300
     grid = {("0", "0"): [(10, 30), (20, 60)], ("0", "1e-05"): [(15, 27), (23, 66)],
-            ("0p05", "0"): [(40, 10), (50, 20)], ("0p05", "1e-05"): [(30, 12), (50, 20)]}
+            ("0.05", "0"): [(40, 10), (50, 20)], ("0.05", "1e-05"): [(30, 12), (50, 20)]}
     for (rho, delta), per_seed in grid.items():
         for seed, (final_return, cost) in enumerate(per_seed):
             episodes = [(50, final_return, 1), (150, final_return, 1), (250, final_return, 1), (350, 1e6, 1)]
             epochs = [(100, cost / 3), (200, 2 * cost / 3), (300, cost), (400, 100 * cost)]  # past --steps: cut
-            write_run(runs, f"Walker2d-v4__trpo_lag_shapo_delta{delta}-rho{rho}__{seed}__1700000000", episodes, epochs)
+            name = f"trpo_lag_shapo_pid-delta_down={delta}-critic_sam_rho={rho}"
+            write_run(runs, f"Walker2d-v4__{name}__{seed}__1700000000", episodes, epochs)
     out = tmp_path / "out"
     sensitivity.main(parse(sensitivity.Args, ["--runs-dir", str(runs), "--out-dir", str(out), "--steps", "300"]))
     rows = {(r[0], r[1]): r[2:] for r in table_rows((out / "results.md").read_text())[1:]}
@@ -679,7 +680,7 @@ def shell_runs(tmp_path_factory):
         (bin_dir / name).symlink_to(recorder)
     runs = {}
     for script in SHELL_SCRIPTS:
-        out, log = base / "out" / script.removesuffix(".sh"), base / f"{script}.jsonl"
+        out, log = base / "out" / script.removesuffix(".sh"), base / f"{script.replace('/', '_')}.jsonl"
         (out / "sweep_logs").mkdir(parents=True)  # as a real sweep leaves it
         for name in EVIDENCE_CHECKPOINTS if script == "evidence.sh" else ():  # for its evaluations to find
             (out / "runs" / name).mkdir(parents=True)
@@ -762,7 +763,7 @@ EXPECTED_CALLS = {
     "omnisafe_ablation.sh": {"experiments/omnisafe_ablation.py", "experiments/omnisafe_tables.py"},
     "release_falls.sh": {"git", "-m venv", "pip", "experiments/release_falls/run_release.py", "sweep.py",
                          "experiments/release_falls/release_init.py", "experiments/release_falls/compare.py"},
-    "sensitivity.sh": {"sweep.py", "experiments/sensitivity.py"},
+    "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity.py", "plot.py"},
     "walker10.sh": {"sweep.py", "plot.py"},
     "reweighting.sh": {"sweep.py", "experiments/reweighting.py"},
 }
@@ -801,14 +802,14 @@ def test_shell_script_runs_only_what_exists_with_flags_that_parse(script, shell_
                      and "SafetyHopperVelocity-v1" in argv]
         assert table2[table2.index("--resume") + 1].endswith(EVIDENCE_CHECKPOINTS[3] + "/checkpoint.pt")
         assert "--eval-episodes" in table2[: table2.index("--")]
-    if script == "sensitivity.sh":  # sensitivity.py reads delta_Down and rho_critic back from the exp-names
-        config = load_experiment("sensitivity.py").CONFIG
+    if script == "sensitivity/run.sh":  # sensitivity.py reads delta_Down and rho_critic back from the exp-names
         assert len(started) == 10
         for exp_name, parsed in started.items():
-            match = config.search(exp_name)
-            assert match, exp_name
+            settings = sweep.split_exp_name(exp_name)[1]
+            assert set(load_experiment("sensitivity.py").GRID) <= set(settings), exp_name
             for args in parsed:
-                assert (float(match["delta"]), float(match["rho"].replace("p", "."))) == (args.delta_down, args.critic_sam_rho)
+                values = (float(settings["delta-down"]), float(settings["critic-sam-rho"]))
+                assert values == (args.delta_down, args.critic_sam_rho)
     if script == "omnisafe_ablation.sh":
         assert sorted(started) == ["trpo_lag_omnisafe1m_all", "trpo_lag_omnisafe1m_costnorm"]
         assert sum(name == "experiments/omnisafe_ablation.py" for name, _, _ in run.calls) == 6
