@@ -1,4 +1,4 @@
-"""Table of experiments/release_falls.sh: falls of TRPO-PID-Lag on Walker2d-v4 in the first four epochs
+"""Table of experiments/release_falls/run.sh: falls of TRPO-PID-Lag on Walker2d-v4 in the first four epochs
 (80 000 steps), the authors' release against trpo_lag.py, per seed and per epoch, and as the mean over
 seeds with a 95 % percentile-bootstrap interval (plot.py), the difference of the means with its own
 interval, and Welch's t-test (scipy).

@@ -1,11 +1,11 @@
-"""trpo_lag.py started from the release's initial weights: the same run as experiments/release_falls.sh's
+"""trpo_lag.py started from the release's initial weights: the same run as experiments/release_falls/run.sh's
 `trpo_lag.py --lagrangian pid --cost-limit 10` (Walker2d-v4, 80 000 steps), except that after
 torch.manual_seed(seed) the release's ActorVCritic(obs_dim, act_dim) is built (its two critics, then its
 actor, drawing from torch's generator exactly as the release's trpo_pid.py does) and our actor and critics
 take its weights. Everything after that (action noise, critic minibatches) is our script's own.
 
 Usage, from the release's venv: RELEASE_SRC=<release source tree> python release_init.py <seed>
-(experiments/release_falls.sh runs it in <out-dir>, so the run lands in <out-dir>/runs).
+(experiments/release_falls/run.sh runs it in <out-dir>, so the run lands in <out-dir>/runs).
 """
 import os
 import sys

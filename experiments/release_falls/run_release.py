@@ -1,7 +1,7 @@
 """Run the SHAPO release's safepo/single_agent/trpo_pid.py unchanged on Python 3.11.
 
 Usage: RELEASE_SRC=<release source tree> python run_release.py <falls_csv> -- <arguments of trpo_pid.py>
-(experiments/release_falls.sh runs it; the release needs wandb and joblib besides our requirements)
+(experiments/release_falls/run.sh runs it; the release needs wandb and joblib besides our requirements)
 
 What this runner adds around the release script (none of it touches the algorithm):
 1. The safety_gymnasium 1.0.0 import shim of trpo_lag.py, by importing trpo_lag, so that

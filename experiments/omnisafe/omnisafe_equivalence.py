@@ -9,8 +9,8 @@ LIMIT steps so that truncation and its bootstrap occur; LAMBDA (optional) is set
 Last, one probe of OmniSafe's single-env wrappers at the task's own time limit: which observation does
 its rollout bootstrap a truncated episode from?
 
-    . omni-venv/bin/activate   # as in experiments/omnisafe_trpolag.py
-    OMP_NUM_THREADS=1 python experiments/omnisafe_equivalence.py [STEPS_PER_EPOCH EPOCHS LIMIT LAMBDA]
+    . omni-venv/bin/activate   # as in experiments/omnisafe/omnisafe_trpolag.py
+    OMP_NUM_THREADS=1 python experiments/omnisafe/omnisafe_equivalence.py [STEPS_PER_EPOCH EPOCHS LIMIT LAMBDA]
 """
 
 import copy
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import trpo_lag as ours  # noqa: E402  (imports safety_gymnasium through our Python 3.11 shim, spec §11)
 
 for unused in ("wandb", "gdown"):  # imported by OmniSafe, used only for W&B logging and offline data

@@ -1,9 +1,11 @@
 """Our PPO-Lag and TRPO-Lag on OmniSafe's recipes beside OmniSafe's published numbers.
---recipe 1m: the runs of experiments/evidence.sh's second slice (exp-names ppo_lag_omnisafe1m,
-trpo_lag_omnisafe1m) and of experiments/omnisafe_ablation.py (exp-names <algorithm>_omnisafe1m_<variant>,
-one row per variant); --recipe 10m: those of its fourth slice (trpo_lag_omnisafe10m[_<variant>]).
+--recipe 1m: the runs of experiments/evidence/run.sh's second slice (exp-names ppo_lag_omnisafe1m,
+trpo_lag_omnisafe1m) and of experiments/omnisafe/omnisafe_ablation.py (exp-names
+<algorithm>_omnisafe1m_<variant>, one row per variant); --recipe 10m: those of its fourth slice
+(trpo_lag_omnisafe10m[_<variant>]).
 
-    python experiments/omnisafe_tables.py --runs-dir sweeps/evidence/runs --table experiments/evidence/omnisafe1m.md
+    python experiments/omnisafe/omnisafe_tables.py --runs-dir sweeps/evidence/runs \
+        --table experiments/evidence/omnisafe1m.md
 
 Per algorithm and task, mean ± std over seeds (numpy's std, ddof=0) of: the final deterministic
 evaluation (10 episodes of the Gaussian's mean at the last step: eval/mean_return, eval/mean_cost),
@@ -24,7 +26,7 @@ import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import plot  # noqa: E402
 
 OURS = re.compile(r"^(?P<algorithm>ppo_lag|trpo_lag)_omnisafe(?P<recipe>1m|10m)(?:_(?P<variant>\w+))?$")

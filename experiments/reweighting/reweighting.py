@@ -1,7 +1,7 @@
 """How the SHAPO perturbation reweights the samples of a batch, on a trained policy (spec §5 "Reweighting").
 
-    python experiments/reweighting.py --checkpoints <label>=<checkpoint.pt> ... --delta-downs 1e-6 1e-5 1e-4 \
-        --out-dir experiments/reweighting
+    python experiments/reweighting/reweighting.py --checkpoints <label>=<checkpoint.pt> ... \
+        --delta-downs 1e-6 1e-5 1e-4 --out-dir experiments/reweighting
 
 For each checkpoint (of any of the four scripts) it collects one fresh batch with the checkpoint's policy
 (--steps transitions, its own task and number of envs unless overridden), builds the batch exactly as
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tyro  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402  (load_script: a checkpoint's own training script as a module)
 import trpo_lag_shapo as shapo  # noqa: E402  (the SHAPO perturbation of Alg. 3)

@@ -2,10 +2,10 @@
 # Does PyTorch's default initialisation (this code) pay fewer falls early in training than the
 # orthogonal one with output gain 0.01 that the scripts used up to commit 592eaf5? TRPO-Lag with the PID
 # multiplier on Walker2d-v4, seeds 0-4, $STEPS steps (an earlier comparison with the authors' release ran
-# 300 000; its excess falls were in the first four epochs), each version, then experiments/init_falls.md:
-#   [STEPS=300000] bash experiments/init_falls.sh [out-dir]
+# 300 000; its excess falls were in the first four epochs), each version, then experiments/init_falls/results.md:
+#   [STEPS=300000] bash experiments/init_falls/run.sh [out-dir]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${1:-sweeps/init_falls}
 STEPS=${STEPS:-100000}
 OLD=$(mktemp -d)/old && git worktree add --detach "$OLD" 592eaf5 >/dev/null
@@ -15,7 +15,7 @@ python sweep.py --scripts trpo_lag $FLAGS --out-dir "$OUT/new" &
 python "$OLD/sweep.py" --python "$(command -v python)" --scripts trpo_lag $FLAGS --out-dir "$OUT/old" &
 wait
 git worktree remove --force "$OLD"
-python - "$OUT" <<'PY' | tee experiments/init_falls.md
+python - "$OUT" <<'PY' | tee experiments/init_falls/results.md
 import sys
 from pathlib import Path
 import numpy as np

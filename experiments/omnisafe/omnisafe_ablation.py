@@ -1,12 +1,12 @@
 """trpo_lag.py with some of the settings of OmniSafe's TRPOLag 1M-step recipe switched on: which of them
 makes OmniSafe's TRPO-Lag end far below the cost limit where ours ends at it?
 
-    cd sweeps/ablation && python ../../experiments/omnisafe_ablation.py --ablation cost-norm reset \
+    cd sweeps/ablation && python ../../experiments/omnisafe/omnisafe_ablation.py --ablation cost-norm reset \
         --eval-episodes 10 -- --env-id SafetyHopperVelocity-v1 --num-envs 2 --steps-per-epoch 2048 \
         --total-timesteps 1024000 --save-model ...
 
 Everything after `--` goes to trpo_lag.py unchanged; the run folder lands under ./runs/ as usual (give
---exp-name trpo_lag_omnisafe1m_<variant> for experiments/omnisafe_tables.py). trpo_lag.py itself is not
+--exp-name trpo_lag_omnisafe1m_<variant> for experiments/omnisafe/omnisafe_tables.py). trpo_lag.py itself is not
 changed: this file patches some of its functions and classes in a freshly loaded copy. With
 --eval-episodes N (and --save-model), a run that reaches its last epoch ends with evaluate.py's
 evaluation of its final checkpoint, N episodes, through the same patched copy (so obs-clip clips the
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ABLATIONS = ("cost-norm", "reset", "obs-clip")
 NOW_DEFAULTS = ("jc-window", "cg-eps")  # trpo_lag.py's own behaviour since 33a5831
 USAGE = f"usage: --ablation [{' '.join(ABLATIONS)}]... [--eval-episodes N] -- <trpo_lag.py flags>"

@@ -4,11 +4,11 @@
 # by experiments/release_falls/run_release.py) and in trpo_lag.py --lagrangian pid, seeds 0-9, 80 000 steps each
 # (four epochs of 20 000 steps in 5 envs, the defaults of both; cost limit 10 as in the release's
 # commands), and trpo_lag.py once more from the release's initial weights (release_init.py), then
-# experiments/release_falls.md. One run at a time, one thread each. Needs network for the
+# experiments/release_falls/results.md. One run at a time, one thread each. Needs network for the
 # release and its venv (our requirements plus wandb and joblib).
-#   [SEEDS="10 11"] bash experiments/release_falls.sh [out-dir]
+#   [SEEDS="10 11"] bash experiments/release_falls/run.sh [out-dir]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUT=${1:-sweeps/release_falls}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
@@ -37,4 +37,4 @@ for seed in $SEEDS; do
   (cd "$OUT" && OMP_NUM_THREADS=1 RELEASE_SRC=release venv/bin/python "$ROOT/experiments/release_falls/release_init.py" "$seed" \
     > "release_init_seed$seed.log" 2>&1)
 done
-python experiments/release_falls/compare.py --out-dir "$OUT" | tee experiments/release_falls.md
+python experiments/release_falls/compare.py --out-dir "$OUT" | tee experiments/release_falls/results.md

@@ -1,12 +1,12 @@
 #!/bin/bash
 # The grid of the evidence at a meaningful budget, ordered so that what finishes first is useful on its
-# own: about 12 core-hours in all. Run it in slices, e.g. `timeout 2h bash experiments/evidence.sh`, and
+# own: about 12 core-hours in all. Run it in slices, e.g. `timeout 2h bash experiments/evidence/run.sh`, and
 # again until it ends: sweep.py skips finished runs and resumes the others from their checkpoints.
-#   [WORKERS=16] bash experiments/evidence.sh [out-dir]
+#   [WORKERS=16] bash experiments/evidence/run.sh [out-dir]
 # What ran for the published results (docs/results.md): slices 1, 2, 3 and 4 (4 without the
 # SafetyWalker2dVelocity-v1 run with OmniSafe's settings), on the scripts at b451312.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=$(realpath -m "${1:-sweeps/evidence}")
 SWEEP="python sweep.py --workers ${WORKERS:-2} --threads-per-run 1 --out-dir $OUT"
 PAPER="--lagrangian pid --cost-limit 10 --exp-name-suffix paper --save-every 1"
@@ -38,8 +38,9 @@ $SWEEP --scripts ppo_lag ppo_lag_shapo --env-ids SafetyPointGoal1-v0 Walker2d-v4
 # 4. TRPO-Lag at 1e7 steps beside Table 2 of OmniSafe's on-policy benchmark (3799d6d3: 20 000 steps per
 #    epoch, 500 epochs, cost limit 25, 1 env), seed 0, about 1.5 h per run on one core: ours at its
 #    defaults (5 envs), then with the settings of that config which docs/spec.md §2 lacks (reset per epoch
-#    and observation clip, by experiments/omnisafe_ablation.py; J_c over the last 50 episodes, the third,
-#    is trpo_lag.py's own since 33a5831) and 1 env. The latter do not go through sweep.py: each resumes
+#    and observation clip, by experiments/omnisafe/omnisafe_ablation.py) and 1 env. Its J_c, the plain mean
+#    of the last 100 episodes, stays ours (spec §2: SafePO's 50-episode window, trpo_lag.py's own since
+#    33a5831; the published run had the ablation's jc-window). The latter do not go through sweep.py: each resumes
 #    from its own checkpoint, or is skipped once its log shows the last epoch. Each run ends with 10
 #    episodes of its deterministic policy (the published runs also evaluated every 50 epochs, inside the
 #    training script).
@@ -51,8 +52,9 @@ for env in $VEL; do
   name=trpo_lag_omnisafe10m_table2; log="$OUT/sweep_logs/${name}__${env}__0.log"
   grep -qs "epoch 500/500" "$log" && continue
   checkpoint=$(ls -t "$OUT/runs/${env}__${name}__0__"*/checkpoint.pt 2>/dev/null | head -1 || true)
-  (cd "$OUT" && OMP_NUM_THREADS=1 python "$ROOT/experiments/omnisafe_ablation.py" --ablation reset obs-clip --eval-episodes 10 -- --env-id "$env" \
-    --num-envs 1 --seed 0 --exp-name $name --save-model $FULL ${checkpoint:+--resume "$checkpoint"}) >> "$log" 2>&1 &
+  (cd "$OUT" && OMP_NUM_THREADS=1 python "$ROOT/experiments/omnisafe/omnisafe_ablation.py" --ablation reset obs-clip \
+    --eval-episodes 10 -- --env-id "$env" --num-envs 1 --seed 0 --exp-name $name --save-model $FULL \
+    ${checkpoint:+--resume "$checkpoint"}) >> "$log" 2>&1 &
 done
 wait
 # SafetyHopperVelocity-v1's seed 0 at the defaults lost its return after 4M steps (docs/results.md): two more seeds there
@@ -63,5 +65,7 @@ python plot.py --runs-dir "$OUT/runs" --algorithms trpo_lag_paper trpo_lag_shapo
   --table experiments/evidence/results.md --last-episodes 20
 python plot.py --runs-dir "$OUT/runs" --algorithms ppo_lag_paper ppo_lag_shapo_paper --out-dir experiments/evidence/ppo \
   --table experiments/evidence/ppo/results.md --last-episodes 20
-python experiments/omnisafe_tables.py --runs-dir "$OUT/runs" --table experiments/evidence/omnisafe1m.md  # slice 2 beside the published numbers
-python experiments/omnisafe_tables.py --runs-dir "$OUT/runs" --recipe 10m --table experiments/evidence/omnisafe10m.md  # slice 4
+# slices 2 and 4 beside the published numbers
+python experiments/omnisafe/omnisafe_tables.py --runs-dir "$OUT/runs" --table experiments/evidence/omnisafe1m.md
+python experiments/omnisafe/omnisafe_tables.py --runs-dir "$OUT/runs" --recipe 10m \
+  --table experiments/evidence/omnisafe10m.md

@@ -1,7 +1,8 @@
 """What the SHAPO scripts' reweighting diagnostics cost: the share of an update's wall-clock time spent in
 reweighting_stats, timed inside the update itself (so the share does not depend on how busy the machine is).
 
-    python experiments/diagnostics_overhead.py [--batch 20000] [--obs-dim 17] [--act-dim 6] [--repeats 3]
+    python experiments/diagnostics_overhead/diagnostics_overhead.py [--batch 20000] [--obs-dim 17] [--act-dim 6] \
+        [--repeats 3]
 
 One PyTorch thread; a synthetic batch with Walker2d-v4's shapes by default, an actor of the scripts' size.
 SHAPO-TRPO-Lag: one trpo_update and update_critics (one epoch's update). SHAPO-PPO-Lag: one pass of
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 import torch
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402  (load_script)
 
