@@ -10,10 +10,11 @@ import copy
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import sys
 import time
-from collections import defaultdict, namedtuple
+from collections import namedtuple
 from dataclasses import dataclass
 from functools import partial
 from statistics import NormalDist
@@ -63,7 +64,7 @@ class Args:
     seed: int = 0  # seed of the run: PyTorch's seed and each environment's are drawn from it (see draw_seeds)
     env_id: str = "SafetyPointGoal1-v0"  # a safety-gymnasium vector-observation task, or Ant-v4 / Walker2d-v4
     total_timesteps: int = 10_000_000  # environment steps of the whole run, all envs together
-    num_envs: int = 5  # number of environments, stepped one after another in this process
+    num_envs: int = 5  # number of environments, stepped one after another in this process (see --async-envs)
     steps_per_epoch: int = 20_000  # transitions collected per epoch (one policy update), all envs together
     cost_limit: float = 25.0  # d: bound on the expected undiscounted episodic cost
     max_episode_steps: Optional[int] = None  # override the task's time limit (for tests and debugging)
@@ -88,11 +89,15 @@ class Args:
     pid_kp: float = 0.1  # PID Lagrangian: proportional gain
     pid_ki: float = 0.01  # PID Lagrangian: integral gain
     pid_kd: float = 0.01  # PID Lagrangian: derivative gain
+    cuda: bool = False  # networks and batches on the GPU (the envs stay on the CPU); an error if there is none
+    compile: bool = False  # torch.compile the minibatch step; needs a C++ compiler on CPU; the first epoch pays warm-up
+    async_envs: bool = False  # step each env in a subprocess of its own (for machines with a core per env to spare)
     delta_down: float = 1e-5  # delta_Down: KL radius of the SHAPO perturbation (spec §5); 0 recovers the base algorithm
     pessimism_schedule: Literal["constant", "sqrt-epoch", "prop5"] = "constant"
     """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t A) (spec §8)"""
     pessimism_alpha: float = 0.05  # alpha of --pessimism-schedule prop5: the alpha-quantile of the objective
     critic_sam_rho: float = 0.0  # rho_critic: radius of sharpness-aware critic updates (spec §8; release: 0.05); 0 is off
+
 
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
 
@@ -130,6 +135,21 @@ def set_skybox(plain: bool) -> None:
     safety_gymnasium.world.yaml = SimpleNamespace(load=load, FullLoader=yaml.FullLoader)
 
 
+def make_envs(args: Args):
+    """The run's args.num_envs environments (plain skybox), stepped one after another in this process or, with
+    --async-envs, each in a subprocess that ignores SIGINT and SIGTERM: the main process stops them itself."""
+    set_skybox(plain=True)
+    env_fns = [partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs
+    if not args.async_envs:
+        return safety_gymnasium.vector.SafetySyncVectorEnv(env_fns)
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:  # the subprocesses start here and keep the ignored signals
+        return safety_gymnasium.vector.SafetyAsyncVectorEnv(env_fns)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
 class ObsNormalizer(RunningMeanStd):
     """Running mean and variance of the observations, shared by all envs (spec §2)."""
 
@@ -161,12 +181,14 @@ class Actor(nn.Module):
     def forward(self, obs: torch.Tensor) -> Normal:
         """obs [B, obs_dim] -> Normal with batch shape [B, act_dim] (one factor per action dimension)."""
         mean = self.mean(obs)
-        return Normal(mean, self.log_std.exp().expand_as(mean))
+        # no argument checks: each would be a device sync; non-finite values are caught after each update instead
+        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
 
 
 def critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float) -> torch.Tensor:
     """Mean squared error of V(obs) [B] to the targets [B], plus l2_coef * (sum of squared parameters) (spec §2)."""
-    return (critic(obs).squeeze(-1) - target).pow(2).mean() + l2_coef * sum(p.pow(2).sum() for p in critic.parameters())
+    squared_norm = nn.utils.parameters_to_vector(critic.parameters()).pow(2).sum()  # one sum: fewer operations to run
+    return (critic(obs).squeeze(-1) - target).pow(2).mean() + l2_coef * squared_norm
 
 
 def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -437,110 +459,143 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
             "trpo/backtracks": backtracks, **shapo_stats}
 
 
-def update_critics(agent: SimpleNamespace, batch: dict, args: Args) -> dict:
-    """`critic_update_epochs` passes of minibatch Adam steps on both critics of `agent`, gradient
-    clip per critic (spec §4). Returns the mean losses by TensorBoard tag."""
-    history = defaultdict(list)
+def critics_step(agent: SimpleNamespace, minibatch: dict, args: Args) -> tuple:
+    """One Adam step of both critics of `agent` on `minibatch` (obs, target_reward, target_cost), each gradient
+    clipped on its own (spec §4). Returns the losses [2] and the gradient norms before the clips [2]."""
+    agent.optimizer.zero_grad()
+    losses, grad_norms = [], []
+    for name, critic in (("reward", agent.reward_critic), ("cost", agent.cost_critic)):
+        loss = sam_critic_loss(critic, minibatch["obs"], minibatch[f"target_{name}"], args.critic_l2_coef, args.critic_sam_rho)
+        losses.append(loss.detach())
+        grad_norms.append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm))
+    agent.optimizer.step()
+    return torch.stack(losses), torch.stack(grad_norms)
+
+
+def update_critics(agent: SimpleNamespace, batch: dict, args: Args, stop: SimpleNamespace) -> dict:
+    """`critic_update_epochs` passes of critics_step over minibatches of `batch` (as from make_batch). Returns
+    the mean losses by TensorBoard tag. Raises StopRequested at the next minibatch once stop.signal is set."""
+    minibatch_step = torch.compile(critics_step) if args.compile else critics_step
+    losses, grad_norms = [], []  # kept as tensors: reading each minibatch's values would wait on the device
     for _ in range(args.critic_update_epochs):
-        for mb in torch.randperm(len(batch["obs"])).split(args.critic_minibatch_size):
-            for name in ("reward", "cost"):
-                critic, optimizer = getattr(agent, f"{name}_critic"), getattr(agent, f"{name}_critic_optimizer")
-                obs, target = batch["obs"][mb], batch[f"target_{name}"][mb]
-                optimizer.zero_grad()
-                loss = sam_critic_loss(critic, obs, target, args.critic_l2_coef, args.critic_sam_rho)
-                if not torch.isfinite(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)):
-                    raise FloatingPointError(f"gradient of the {name} critic")
-                optimizer.step()
-                history[f"losses/{name}_critic_loss"].append(loss.item())
-    return {key: float(np.mean(values)) for key, values in history.items()}
+        for indices in torch.randperm(len(batch["obs"])).to(batch["obs"].device).split(args.critic_minibatch_size):
+            if stop.signal:
+                raise StopRequested
+            minibatch = {key: batch[key][indices] for key in ("obs", "target_reward", "target_cost")}
+            minibatch_losses, grad_norm = minibatch_step(agent, minibatch, args)
+            losses.append(minibatch_losses)
+            grad_norms.append(grad_norm)
+        require_finite("gradient of the reward or cost critic", torch.stack(grad_norms))
+    reward_loss, cost_loss = torch.stack(losses).double().mean(0).tolist()
+    return {"losses/reward_critic_loss": reward_loss, "losses/cost_critic_loss": cost_loss}
+
+
+class StopRequested(Exception):
+    """Raised inside an epoch once a stop is requested (Ctrl-C, SIGTERM): the epoch is abandoned."""
 
 
 # an episode that ended during a rollout: the rollout step t at which it ended, and its totals
 Episode = namedtuple("Episode", "t episode_return cost length")
+RETURN, COST, LENGTH = range(3)  # the rows of a rollout's episode_sums
 
 
 def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace):
     """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn from
-    agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the return, cost and length of each
-    one under way (in place; the step that ends it counts, spec §2). Returns data (float32 tensors obs, act, logp,
+    agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the RETURN, COST and LENGTH of each
+    one under way (in place; the step that ends it counts, spec §2). Returns data (float32 CPU tensors obs, act, logp,
     next_obs, reward, cost, terminated, done, [T, N, ...]; next_obs[t] the state step t reached, the final observation
-    where truncated), the next observations and the ended Episodes. Ends early once stop.signal is set."""
-    actor, normalizer = agent.actor, agent.normalizer
-    keys = ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated", "done")
-    data, episodes = {key: [] for key in keys}, []
+    where truncated), the next observations and the ended Episodes. Raises StopRequested once stop.signal is set."""
+    actor, normalizer, device = agent.actor, agent.normalizer, next(agent.actor.parameters()).device
+    num_envs, act_dim = obs.shape[0], envs.single_action_space.shape[0]
+    shapes = {"obs": obs.shape[1:], "act": (act_dim,), "logp": (), "next_obs": obs.shape[1:], "reward": (), "cost": (),
+              "terminated": (), "done": ()}
+    data = {key: np.zeros((num_steps, num_envs, *shape), dtype=np.float32) for key, shape in shapes.items()}
+    episodes = []
     for t in range(num_steps):
         with torch.no_grad():
-            dist = actor(torch.as_tensor(obs, dtype=torch.float32))
+            dist = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
             action = dist.sample()
-        next_obs, reward, cost, terminated, truncated, info = envs.step(action.numpy())
+            logp = dist.log_prob(action).sum(-1)
+        data["obs"][t], data["act"][t], data["logp"][t] = obs, action.cpu().numpy(), logp.cpu().numpy()
+        next_obs, reward, cost, terminated, truncated, info = envs.step(data["act"][t])
         normalizer.update(next_obs)
         next_obs = normalizer(next_obs)
-        reached = next_obs.copy()
+        data["next_obs"][t], data["reward"][t], data["cost"][t] = next_obs, reward, cost
         for i in np.flatnonzero(truncated):
-            reached[i] = normalizer(info["final_observation"][i])
+            data["next_obs"][t, i] = normalizer(info["final_observation"][i])
         done = terminated | truncated
-        step = (obs, action, dist.log_prob(action).sum(-1), reached, reward, cost, terminated, done)
-        for key, value in zip(keys, step):
-            data[key].append(np.asarray(value, dtype=np.float32))
+        data["terminated"][t], data["done"][t] = terminated, done
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append(Episode(t, *episode_sums[:2, i].tolist(), int(episode_sums[2, i])))
+            episodes.append(Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i])))
             episode_sums[:, i] = 0.0
         obs = next_obs
         if stop.signal:
-            break
-    return {key: torch.from_numpy(np.stack(values)) for key, values in data.items()}, obs, episodes
+            raise StopRequested
+    return {key: torch.from_numpy(value) for key, value in data.items()}, obs, episodes
+
+
+def make_agent(obs_dim: int, act_dim: int, args: Args, device: torch.device) -> SimpleNamespace:
+    """All that learns or keeps statistics: the actor (moved by trust-region steps), the critics V_r and V_c, one
+    Adam for the critics, the Lagrange multiplier (Adam or PID) and the observation statistics. A checkpoint
+    stores the parts named in CHECKPOINT_PARTS."""
+    actor, reward_critic, cost_critic = Actor(obs_dim, act_dim).to(device), mlp(obs_dim, 1).to(device), mlp(obs_dim, 1).to(device)
+    critic_params = [*reward_critic.parameters(), *cost_critic.parameters()]
+    return SimpleNamespace(
+        actor=actor, reward_critic=reward_critic, cost_critic=cost_critic,
+        optimizer=torch.optim.Adam(critic_params, lr=args.critic_lr, foreach=True),  # foreach: the same numbers, faster
+        lagrange=PIDLagrange(args.cost_limit, args.lagrangian_multiplier_init, args.pid_kp, args.pid_ki, args.pid_kd)
+        if args.lagrangian == "pid" else Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
+        normalizer=ObsNormalizer(shape=(obs_dim,)),
+    )
 
 
 def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: SimpleNamespace, writer: SummaryWriter,
           run_dir: str, stop: SimpleNamespace) -> None:
     """The epochs from progress.epoch on, from the envs' first normalised observations `obs` [N, obs_dim]: rollout,
     J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
-    num_epochs, checkpoint_path = args.total_timesteps // args.steps_per_epoch, os.path.join(run_dir, "checkpoint.pt")
-    episode_sums = np.zeros((3, args.num_envs))  # return, cost and length of each env's episode under way
+    num_epochs = args.total_timesteps // args.steps_per_epoch
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    episode_sums = np.zeros((3, args.num_envs))  # RETURN, COST and LENGTH of each env's episode under way
     start_time, start_step = time.time(), progress.global_step
-
-    def snapshot() -> dict:  # a checkpoint: all the run needs to go on from the epoch boundary it is at (a deep copy)
-        states = {name: part.state_dict() for name, part in vars(agent).items()}
-        return copy.deepcopy({"script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states})
-
+    device = next(agent.actor.parameters()).device
     for epoch in range(progress.epoch, num_epochs):
-        last_good = snapshot() if args.save_model else None
-        rollout_start = time.perf_counter()
-        data, obs, episodes = rollout(envs, agent, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
-        if stop.signal:
-            step = progress.global_step + len(data["obs"]) * args.num_envs
-            print(f"{SCRIPT}: stopped by {stop.signal} at step {step}{save_checkpoint(last_good, checkpoint_path)}", flush=True)
-            return
-        update_start = time.perf_counter()
-        for episode in episodes:
-            step = progress.global_step + (episode.t + 1) * args.num_envs
-            for name, value in (("return", episode.episode_return), ("cost", episode.cost), ("length", episode.length)):
-                writer.add_scalar(f"charts/episodic_{name}", value, step)
-        progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
-        progress.cumulative_cost += data["cost"].sum().item()
-
-        # J_c, the Lagrange multiplier (once per epoch, before the policy) and the update. A non-finite or invalid value
-        # stops the run, the actor as it was (checks name it; a Normal of invalid parameters raises ValueError)
-        if (estimate := cost_estimate(progress.cost_window, [episode.cost for episode in episodes])) is not None:
-            progress.mean_episode_cost = estimate
+        last_good = snapshot(args, agent, progress) if args.save_model else None
         actor_before = copy.deepcopy(agent.actor.state_dict())
+        rollout_start = time.perf_counter()
         try:
+            data, obs, episodes = rollout(envs, agent, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
+            update_start = time.perf_counter()
+            for episode in episodes:
+                step = progress.global_step + (episode.t + 1) * args.num_envs
+                for name, value in (("return", episode.episode_return), ("cost", episode.cost), ("length", episode.length)):
+                    writer.add_scalar(f"charts/episodic_{name}", value, step)
+            progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
+            progress.cumulative_cost += data["cost"].sum().item()
+            data = {key: value.to(device) for key, value in data.items()}
+
+            # J_c, the Lagrange multiplier (once per epoch, before the policy) and the update. A non-finite value stops
+            # the run, the actor as it was (the checks name the quantity)
+            if (estimate := cost_estimate(progress.cost_window, [episode.cost for episode in episodes])) is not None:
+                progress.mean_episode_cost = estimate
             if progress.mean_episode_cost is not None:
                 agent.lagrange.update(progress.mean_episode_cost)
                 require_finite("Lagrange multiplier", agent.lagrange.value)
             batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.value, args)
             require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
             delta_down = pessimism_radius(args, epoch, progress.global_step, agent.actor.log_std.numel())
-            stats = {**trpo_update(agent.actor, batch, args, delta_down), **update_critics(agent, batch, args)}
+            stats = {**trpo_update(agent.actor, batch, args, delta_down), **update_critics(agent, batch, args, stop)}
             require_finite("actor parameters", *agent.actor.parameters())
             if non_finite := [key for key, value in stats.items() if not math.isfinite(value)]:
                 raise FloatingPointError(non_finite[0])
-        except (FloatingPointError, ValueError) as fault:
-            agent.actor.load_state_dict(actor_before)
-            quantity = fault if isinstance(fault, FloatingPointError) else "policy distribution (mean or std)"
+        except StopRequested:  # the epoch is abandoned; the checkpoint is that of its start
             saved = save_checkpoint(last_good, checkpoint_path)
-            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {quantity} in epoch {epoch + 1}{saved}") from None
+            print(f"{SCRIPT}: stopped by {stop.signal} in epoch {epoch + 1}{saved}", flush=True)
+            return
+        except FloatingPointError as fault:
+            agent.actor.load_state_dict(actor_before)
+            saved = save_checkpoint(last_good, checkpoint_path)
+            raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {fault} in epoch {epoch + 1}{saved}") from None
 
         # logging (spec §9) and checkpoint
         stats["charts/lagrange_multiplier"] = agent.lagrange.value
@@ -559,7 +614,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
               f"cost {mean_cost:.2f} | lambda {agent.lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
               f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
         if args.save_model and (progress.epoch % args.save_every == 0 or progress.epoch == num_epochs):
-            save_checkpoint(snapshot(), checkpoint_path)
+            save_checkpoint(snapshot(args, agent, progress), checkpoint_path)
 
 
 def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
@@ -568,31 +623,23 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
     torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
     torch.manual_seed(torch_seed)
-    set_skybox(plain=True)
-    envs = safety_gymnasium.vector.SafetySyncVectorEnv([partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    envs = make_envs(args)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    actor, reward_critic, cost_critic = Actor(obs_dim, act_dim), mlp(obs_dim, 1), mlp(obs_dim, 1)  # critics V_r, V_c
-    agent = SimpleNamespace(  # all that learns or keeps statistics; a checkpoint stores each part under its name
-        actor=actor, reward_critic=reward_critic, cost_critic=cost_critic,
-        reward_critic_optimizer=torch.optim.Adam(reward_critic.parameters(), lr=args.critic_lr),
-        cost_critic_optimizer=torch.optim.Adam(cost_critic.parameters(), lr=args.critic_lr),
-        lagrange=PIDLagrange(args.cost_limit, args.lagrangian_multiplier_init, args.pid_kp, args.pid_ki, args.pid_kd)
-        if args.lagrangian == "pid" else Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
-        normalizer=ObsNormalizer(shape=(obs_dim,)),
-    )
+    agent = make_agent(obs_dim, act_dim, args, device)
     # where the run stands at an epoch boundary; J_c is mean_episode_cost, cost_window its episodes (cost_estimate)
     progress = SimpleNamespace(epoch=0, global_step=0, cumulative_cost=0.0, mean_episode_cost=None, cost_window=[])
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if checkpoint:
-        for name, part in vars(agent).items():
-            part.load_state_dict(checkpoint[name])
+        for name in CHECKPOINT_PARTS:
+            getattr(agent, name).load_state_dict(checkpoint[name])
         progress = SimpleNamespace(**{key: checkpoint[key] for key in vars(progress)})
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     # a resumed run first drops whatever the stopped one logged after its checkpoint
     writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the rollout then ends after its step
+    stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the epoch under way is then abandoned
 
     def request_stop(signum: int, _frame) -> None:
         stop.signal = stop.signal or signal.Signals(signum).name
@@ -618,6 +665,16 @@ def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
     evaluation draw from distinct streams: SafePO's env seeds seed + i made runs s and s + 1 share envs."""
     stream = np.random.SeedSequence(seed) if epoch is None else np.random.SeedSequence(seed, spawn_key=(epoch,))
     return stream.generate_state(count).tolist()
+
+
+CHECKPOINT_VERSION = 2  # raise it whenever what a checkpoint holds changes
+CHECKPOINT_PARTS = ("actor", "reward_critic", "cost_critic", "optimizer", "lagrange", "normalizer")  # of make_agent's
+
+
+def snapshot(args: Args, agent: SimpleNamespace, progress: SimpleNamespace) -> dict:
+    """A checkpoint (a deep copy): all the run needs to go on from the epoch boundary it is at."""
+    states = {name: getattr(agent, name).state_dict() for name in CHECKPOINT_PARTS}
+    return copy.deepcopy({"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states})
 
 
 def require_finite(quantity: str, *values) -> None:
@@ -647,25 +704,32 @@ def check_args(args: Args) -> None:
         raise ValueError("need --delta-down >= 0, 0 < --pessimism-alpha < 0.5 and --critic-sam-rho >= 0")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
+    if args.cuda and not torch.cuda.is_available():
+        raise ValueError("--cuda: PyTorch sees no CUDA device here")
+    if args.compile and not args.cuda and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
+        raise ValueError("--compile on the CPU needs a C++ compiler (g++ or clang++) on the PATH")
     if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
         raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
                          f"and at most --total-timesteps ({args.total_timesteps})")
 
 
 # flags a resumed run may change; all others must match the checkpoint's
-RESUMABLE_FLAGS = "total_timesteps save_model save_every resume".split()
+RESUMABLE_FLAGS = "total_timesteps save_model save_every resume cuda async_envs".split()
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
     """The checkpoint at `path`; ValueError (one line) if it cannot be read or comes from another script, task
     or settings."""
     try:
-        checkpoint = torch.load(path, weights_only=False)  # our own file: tensors, NumPy arrays, flags
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors, arrays, flags
     except Exception as error:
         raise ValueError(f"--resume: cannot read {path} as a checkpoint ({type(error).__name__})") from None
     found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
     if found != SCRIPT:
         raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
+                         f"format {CHECKPOINT_VERSION}")
     for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
         if checkpoint["args"].get(name) != getattr(args, name):
             flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)

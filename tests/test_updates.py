@@ -95,12 +95,10 @@ def test_ppo_stops_after_the_pass_whose_kl_exceeds_the_target(name, target_kl, p
         mean0, std0 = before.loc.numpy().copy(), before.scale.numpy().copy()
     critics = [module.mlp(3, 1), module.mlp(3, 1)]
     agent = SimpleNamespace(actor=actor, reward_critic=critics[0], cost_critic=critics[1],
-                            actor_optimizer=torch.optim.Adam(actor.parameters(), lr=1e-3),
-                            reward_critic_optimizer=torch.optim.Adam(critics[0].parameters(), lr=1e-3),
-                            cost_critic_optimizer=torch.optim.Adam(critics[1].parameters(), lr=1e-3))
+                            optimizer=torch.optim.Adam([*actor.parameters(), *critics[0].parameters(), *critics[1].parameters()], lr=1e-3))
     batch = {**data, "target_reward": torch.randn(64), "target_cost": torch.randn(64)}
     args = module.Args(update_epochs=4, minibatch_size=16, target_kl=target_kl)
-    stats = module.ppo_update(agent, batch, args, *([1e-5] if "shapo" in name else []))
+    stats = module.ppo_update(agent, batch, args, SimpleNamespace(signal=None), *([1e-5] if "shapo" in name else []))
     assert stats["losses/update_epochs"] == passes
     with torch.no_grad():
         after = actor(data["obs"])
@@ -121,7 +119,7 @@ def record_updates(module, monkeypatch):
 
     def update(agent_or_actor, *rest):
         if is_ppo:
-            calls[-1]["lr"] = agent_or_actor.actor_optimizer.param_groups[0]["lr"]
+            calls[-1]["lr"] = agent_or_actor.optimizer.param_groups[0]["lr"]
             calls[-1]["lambda_at_update"] = agent_or_actor.lagrange.value
         return true_update(agent_or_actor, *rest)
 

@@ -45,7 +45,8 @@ def shares(name: str, args: Args) -> list:
 
     script.reweighting_stats = timed
     torch.manual_seed(0)
-    actor, critics = script.Actor(args.obs_dim, args.act_dim), [script.mlp(args.obs_dim, 1) for _ in range(2)]
+    agent = script.make_agent(args.obs_dim, args.act_dim, script.Args(), torch.device("cpu"))
+    actor, running = agent.actor, SimpleNamespace(signal=None)
     obs = torch.randn(args.batch, args.obs_dim)
     with torch.no_grad():
         dist = actor(obs)
@@ -53,18 +54,14 @@ def shares(name: str, args: Args) -> list:
         logp = dist.log_prob(act).sum(-1)
     batch = {"obs": obs, "act": act, "logp": logp, "adv": torch.randn(args.batch), "target_reward": torch.randn(args.batch),
              "target_cost": torch.randn(args.batch)}
-    agent = SimpleNamespace(actor=actor, reward_critic=critics[0], cost_critic=critics[1],
-                            actor_optimizer=torch.optim.Adam(actor.parameters(), lr=3e-4),
-                            reward_critic_optimizer=torch.optim.Adam(critics[0].parameters(), lr=1e-3),
-                            cost_critic_optimizer=torch.optim.Adam(critics[1].parameters(), lr=1e-3))
     timings = []
     for _ in range(args.repeats):
         spent[0], start = 0.0, time.perf_counter()
         if name.startswith("trpo"):
             script.trpo_update(actor, batch, script.Args(), 1e-5)
-            script.update_critics(agent, batch, script.Args())
+            script.update_critics(agent, batch, script.Args(), running)
         else:
-            script.ppo_update(agent, batch, script.Args(update_epochs=1, target_kl=1e9), 1e-5)
+            script.ppo_update(agent, batch, script.Args(update_epochs=1, target_kl=1e9), running, 1e-5)
         timings.append((time.perf_counter() - start, spent[0]))
     return timings
 

@@ -90,10 +90,15 @@ def main() -> None:
                 for key in ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated")}
         data["done"] = torch.stack([torch.maximum(step["terminated"].float(), step["truncated"].float()) for step in steps]).unsqueeze(1)
         parts = {"actor": ours.Actor(OBS_DIM, ACT_DIM), "reward_critic": ours.mlp(OBS_DIM, 1), "cost_critic": ours.mlp(OBS_DIM, 1)}
-        for name in ("reward", "cost"):
-            parts[f"{name}_critic_optimizer"] = torch.optim.Adam(parts[f"{name}_critic"].parameters(), lr=args.critic_lr)
         for name, part in parts.items():
             part.load_state_dict(before[name])
+        # our one Adam of both critics, holding the state of each of their two Adams
+        critic_params = [*parts["reward_critic"].parameters(), *parts["cost_critic"].parameters()]
+        parts["optimizer"] = torch.optim.Adam(critic_params, lr=args.critic_lr)
+        for name in ("reward", "cost"):
+            theirs_optimizer = torch.optim.Adam(parts[f"{name}_critic"].parameters(), lr=args.critic_lr)
+            theirs_optimizer.load_state_dict(before[f"{name}_critic_optimizer"])
+            parts["optimizer"].state.update(theirs_optimizer.state)
         batch = ours.make_batch(data, parts["reward_critic"], parts["cost_critic"], lam, args)
         theirs = batches["theirs"]
 
@@ -119,7 +124,7 @@ def main() -> None:
             print(f"  actor step with {label}: |ours - theirs| / |theirs| = "
                   f"{(theta - theta_theirs).norm() / (theta_theirs - theta_before).norm():.1e} (KL {stats['losses/approx_kl']:.4f})")
         randperm, torch.randperm = torch.randperm, lambda n: torch.arange(n)
-        ours.update_critics(types.SimpleNamespace(**parts), batch, args)
+        ours.update_critics(types.SimpleNamespace(**parts), batch, args, types.SimpleNamespace(signal=None))
         torch.randperm = randperm
         for name in ("reward", "cost"):
             theirs_critic = ours_from(getattr(ac, f"{name}_critic"), "critic_0.")
