@@ -346,7 +346,7 @@ def make_agent(obs_dim: int, act_dim: int, args: Args, device: torch.device) -> 
     observation statistics. A checkpoint stores the parts named in CHECKPOINT_PARTS."""
     actor, reward_critic, cost_critic = Actor(obs_dim, act_dim).to(device), mlp(obs_dim, 1).to(device), mlp(obs_dim, 1).to(device)
     # with --compile the learning rates are tensors, so that the actor's decay does not trigger a recompilation
-    learning_rate = torch.tensor if args.compile else float
+    learning_rate = partial(torch.tensor, device=device) if args.compile else float
     groups = [{"params": actor.parameters(), "lr": learning_rate(args.learning_rate)},
               {"params": [*reward_critic.parameters(), *cost_critic.parameters()], "lr": learning_rate(args.critic_lr)}]
     return SimpleNamespace(
