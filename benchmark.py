@@ -65,10 +65,23 @@ def environment_limit(args: Args, env_id: str) -> float:
 
 def script_epochs(name: str, env_id: str, args: Args, flags: list, workdir: str) -> list:
     """[(rollout seconds, update seconds)] of each epoch of one run, as the script prints them."""
-    command = [sys.executable, str(ROOT / f"{name}.py"), "--env-id", env_id, "--num-envs", str(args.num_envs),
-               "--steps-per-epoch", str(args.steps), "--total-timesteps", str(args.steps * args.epochs),
-               "--seed", str(args.seed), *flags, *(["--cuda"] if args.cuda else []),
-               *(["--async-envs"] if args.async_envs else [])]
+    command = [
+        sys.executable,
+        str(ROOT / f"{name}.py"),
+        "--env-id",
+        env_id,
+        "--num-envs",
+        str(args.num_envs),
+        "--steps-per-epoch",
+        str(args.steps),
+        "--total-timesteps",
+        str(args.steps * args.epochs),
+        "--seed",
+        str(args.seed),
+        *flags,
+        *(["--cuda"] if args.cuda else []),
+        *(["--async-envs"] if args.async_envs else []),
+    ]
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"benchmark.py: error: {name}.py {' '.join(flags)} failed: {result.stderr.strip().splitlines()[-1]}")
@@ -94,8 +107,14 @@ def minibatch_step_ms(name: str, env_id: str, args: Args, compile: bool) -> floa
         dist = agent.actor(obs)
         act = dist.sample()
     rows = torch.randn(3, args.steps, device=device)
-    batch = {"obs": obs, "act": act, "logp": dist.log_prob(act).sum(-1), "adv": 0.1 * rows[0], "target_reward": rows[1],
-             "target_cost": rows[2]}
+    batch = {
+        "obs": obs,
+        "act": act,
+        "logp": dist.log_prob(act).sum(-1),
+        "adv": 0.1 * rows[0],
+        "target_reward": rows[1],
+        "target_cost": rows[2],
+    }
     extra = [1e-5] if "shapo" in name else []
     running = SimpleNamespace(signal=None)
     if compile:  # warm-up: one pass compiles the graphs of both minibatch sizes
@@ -108,8 +127,9 @@ def minibatch_step_ms(name: str, env_id: str, args: Args, compile: bool) -> floa
 
 def commit() -> str:
     result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
     return result.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -119,10 +139,12 @@ def main(args: Args) -> None:
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     modes = [[], ["--compile"]] if args.compile_too else [[]]
-    print(f"commit {commit()}, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}, one PyTorch thread per process; "
-          f"{torch.cuda.get_device_name() + ', ' if args.cuda else ''}{'async' if args.async_envs else 'sync'} envs, "
-          f"{args.num_envs} envs, epochs of {args.steps} steps, the last of {args.epochs} epochs reported\n")
+    print(
+        f"commit {commit()}, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, one PyTorch thread per process; "
+        f"{torch.cuda.get_device_name() + ', ' if args.cuda else ''}{'async' if args.async_envs else 'sync'} envs, "
+        f"{args.num_envs} envs, epochs of {args.steps} steps, the last of {args.epochs} epochs reported\n"
+    )
     for env_id in args.env_ids:
         limit = environment_limit(args, env_id)
         print(f"### {env_id}\n\n| run | steps/s | ratio to limit | rollout (s) | update (s) | compile warm-up (s) |")
@@ -135,14 +157,23 @@ def main(args: Args) -> None:
                     rollout, update = epochs[-1]
                     warm_up = f"{epochs[0][1] - update:.1f}" if flags else ""
                     speed = args.steps / (rollout + update)
-                    print(f"| {' '.join([name, *flags])} | {speed:.0f} | {speed / limit:.2f} | {rollout:.1f} | {update:.1f} "
-                          f"| {warm_up} |", flush=True)
+                    print(
+                        f"| {' '.join([name, *flags])} | {speed:.0f} | {speed / limit:.2f} "
+                        f"| {rollout:.1f} | {update:.1f} "
+                        f"| {warm_up} |",
+                        flush=True,
+                    )
         if {"ppo_lag", "ppo_lag_shapo"} <= set(args.scripts):
-            print(f"\n| minibatch step, {args.passes} passes over {args.steps} rows | PPO-Lag (ms) | SHAPO-PPO-Lag (ms) "
-                  "| SHAPO / PPO |\n|---|---:|---:|---:|")
+            print(
+                f"\n| minibatch step, {args.passes} passes over {args.steps} rows | PPO-Lag (ms) | SHAPO-PPO-Lag (ms) "
+                "| SHAPO / PPO |\n|---|---:|---:|---:|"
+            )
             for compile in [False, True][: len(modes)]:
                 ppo, shapo = (minibatch_step_ms(name, env_id, args, compile) for name in ("ppo_lag", "ppo_lag_shapo"))
-                print(f"| {'compiled' if compile else 'eager'} | {ppo:.2f} | {shapo:.2f} | {shapo / ppo:.2f} |", flush=True)
+                print(
+                    f"| {'compiled' if compile else 'eager'} | {ppo:.2f} | {shapo:.2f} | {shapo / ppo:.2f} |",
+                    flush=True,
+                )
         print()
 
 

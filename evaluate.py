@@ -62,7 +62,9 @@ def evaluate(args: Args) -> np.ndarray:
     run_dir, step = os.path.dirname(os.path.abspath(args.checkpoint)), checkpoint["global_step"]
     if args.capture_video:
         video_dir = os.path.join(run_dir, "videos", f"step{step}")
-        record = partial(gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True)
+        record = partial(
+            gym.wrappers.RecordVideo, video_folder=video_dir, episode_trigger=lambda _: True, disable_logger=True
+        )
         env = script.safety_gymnasium.wrappers.with_gymnasium_wrappers(env, record)
     actor = script.Actor(env.observation_space.shape[0], env.action_space.shape[0])
     normalizer = script.ObsNormalizer(shape=env.observation_space.shape)
@@ -82,10 +84,15 @@ def evaluate(args: Args) -> np.ndarray:
     (mean_return, mean_cost), (std_return, std_cost) = totals.mean(0), totals.std(0)
     if args.log:
         with SummaryWriter(run_dir) as writer:
-            for tag, value in zip(("mean_return", "mean_cost", "std_return", "std_cost"), (*totals.mean(0), *totals.std(0))):
+            for tag, value in zip(
+                ("mean_return", "mean_cost", "std_return", "std_cost"), (*totals.mean(0), *totals.std(0))
+            ):
                 writer.add_scalar(f"eval/{tag}", value, step)
-    print(f"{run['env_id']} {checkpoint['script']} seed {run['seed']} step {step}: {args.episodes} episodes | "
-          f"return {mean_return:.2f} ± {std_return:.2f} cost {mean_cost:.2f} ± {std_cost:.2f}", flush=True)
+    print(
+        f"{run['env_id']} {checkpoint['script']} seed {run['seed']} step {step}: {args.episodes} episodes | "
+        f"return {mean_return:.2f} ± {std_return:.2f} cost {mean_cost:.2f} ± {std_cost:.2f}",
+        flush=True,
+    )
     return totals
 
 

@@ -392,8 +392,11 @@ def stratified_interval(samples: Sequence[np.ndarray], statistic) -> Tuple[float
     with warnings.catch_warnings():  # arch deprecates the RandomState that rliable hands it
         warnings.simplefilter("ignore", FutureWarning)
         _, intervals = rliable_library.get_interval_estimates(
-            {"x": list(samples) if len(samples) > 1 else samples[0]}, lambda *arrays: np.array([statistic(*arrays)]),
-            random_state=np.random.RandomState(STRATIFIED["seed"]), **settings)
+            {"x": list(samples) if len(samples) > 1 else samples[0]},
+            lambda *arrays: np.array([statistic(*arrays)]),
+            random_state=np.random.RandomState(STRATIFIED["seed"]),
+            **settings,
+        )
     return point, (float(intervals["x"][0, 0]), float(intervals["x"][1, 0]))
 
 
@@ -403,8 +406,9 @@ def score_matrix(by_task: Dict[str, Dict[int, float]], tasks: Sequence[str]) -> 
     return np.array([[by_task[task][seed] for task in tasks] for seed in seeds]).reshape(len(seeds), len(tasks))
 
 
-def statistics_table(values: Dict[str, Dict[str, Dict[str, Dict[int, float]]]], pairs: List[Tuple[str, str]],
-                     caption: str, pooled: bool) -> List[str]:
+def statistics_table(
+    values: Dict[str, Dict[str, Dict[str, Dict[int, float]]]], pairs: List[Tuple[str, str]], caption: str, pooled: bool
+) -> List[str]:
     """The IQM and P(X > base) table: values[measure][algorithm][task][seed] for the measures return and
     cumulative_cost; pairs (base, algorithm). pooled: across tasks (a 'tasks × seeds' column), else one task."""
     algorithms = sorted(values["return"], key=row_key)
@@ -412,8 +416,16 @@ def statistics_table(values: Dict[str, Dict[str, Dict[str, Dict[int, float]]]], 
     base_of = {algorithm: base for base, algorithm in pairs}
     signs = {"return": 1.0, "cumulative_cost": -1.0}  # P counts lower cost as better
     size = "tasks × seeds" if pooled else "seeds"
-    columns = ["algorithm", *flags, size, "IQM final return ↑", "IQM cumulative training cost ↓", "base",
-               "P(final return > base's) ↑", "P(cumulative cost < base's) ↑"]
+    columns = [
+        "algorithm",
+        *flags,
+        size,
+        "IQM final return ↑",
+        "IQM cumulative training cost ↓",
+        "base",
+        "P(final return > base's) ↑",
+        "P(cumulative cost < base's) ↑",
+    ]
     lines = [caption, "", "| " + " | ".join(columns) + " |", "|-" * len(columns) + "|"]
     for algorithm in algorithms:
         tasks = sorted(values["return"][algorithm])
@@ -489,29 +501,45 @@ def format_interval(point: float, interval: Interval, signed: bool = False) -> s
 def stratified_caption(pooled: bool) -> str:
     """The caption of the IQM and P(X > base) table, stating its statistics, normalisation and bootstrap."""
     level = f"{100 * STRATIFIED['confidence_interval_size']:g} %"
-    where = ("Across tasks, on values normalised per task by min-max over all runs of that task in this table "
-             "(0: the task's lowest final return or cumulative cost, 1: its highest); IQM over all runs of all "
-             "tasks, P averaged over the tasks both ran." if pooled else "Final values as above, in the task's units.")
-    return (f"{where} IQM: interquartile mean over runs (25 % trimmed from each end). P(X > base): over all pairs "
-            "of a run of the algorithm and one of its base, the share where the algorithm's is better (ties "
-            f"count ½); for cost, better is lower. [{level} CI: {STRATIFIED['method']} stratified bootstrap, runs "
-            f"resampled within each task, {STRATIFIED['reps']} resamples, RandomState({STRATIFIED['seed']}); "
-            "Agarwal et al., NeurIPS 2021, with rliable.]")
+    where = (
+        "Across tasks, on values normalised per task by min-max over all runs of that task in this table "
+        "(0: the task's lowest final return or cumulative cost, 1: its highest); IQM over all runs of all "
+        "tasks, P averaged over the tasks both ran."
+        if pooled
+        else "Final values as above, in the task's units."
+    )
+    return (
+        f"{where} IQM: interquartile mean over runs (25 % trimmed from each end). P(X > base): over all pairs "
+        "of a run of the algorithm and one of its base, the share where the algorithm's is better (ties "
+        f"count ½); for cost, better is lower. [{level} CI: {STRATIFIED['method']} stratified bootstrap, runs "
+        f"resampled within each task, {STRATIFIED['reps']} resamples, RandomState({STRATIFIED['seed']}); "
+        "Agarwal et al., NeurIPS 2021, with rliable.]"
+    )
 
 
-def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int,
-                   baseline: Optional[str] = None) -> str:
+def markdown_table(
+    env_id: str, groups: Dict[str, List[Run]], last_episodes: int, baseline: Optional[str] = None
+) -> str:
     """The Markdown tables of one environment: per algorithm the final values (mean over seeds with
     bootstrap interval), then per pair (SHAPO and its base, or with `baseline` each algorithm and its
     baseline: see baseline_pairs) the differences, unpaired and paired by seed, then the IQM and
     probability-of-improvement table."""
     level = f"{100 * BOOTSTRAP['confidence_level']:g} %"
-    method = (f"{BOOTSTRAP['method']} bootstrap over seeds, {BOOTSTRAP['n_resamples']} resamples, "
-              f"random_state={BOOTSTRAP['random_state']}")
+    method = (
+        f"{BOOTSTRAP['method']} bootstrap over seeds, {BOOTSTRAP['n_resamples']} resamples, "
+        f"random_state={BOOTSTRAP['random_state']}"
+    )
     finals = {alg: {key: [run.final[key] for run in runs] for key in MEASURES} for alg, runs in groups.items()}
     flags = grid_flags(list(groups))
-    columns = ["algorithm", *flags, "seeds", "env steps", f"final return ↑ (last {last_episodes} ep.)",
-               f"final episodic cost ↓ (last {last_episodes} ep.)", "cumulative training cost ↓"]
+    columns = [
+        "algorithm",
+        *flags,
+        "seeds",
+        "env steps",
+        f"final return ↑ (last {last_episodes} ep.)",
+        f"final episodic cost ↓ (last {last_episodes} ep.)",
+        "cumulative training cost ↓",
+    ]
     lines = [
         f"### {env_id}",
         "",
@@ -563,8 +591,12 @@ def markdown_table(env_id: str, groups: Dict[str, List[Run]], last_episodes: int
             cells = " | ".join(format_interval(*interval, signed=True) for interval in intervals)
             lines.append(f"| {other} − {base} (paired) | mean of {len(differences['return'])} | {cells} |")
     values = table_values({env_id: groups}, normalise=False)
-    lines += ["", f"#### {env_id}: IQM and probability of improvement", "",
-              *statistics_table(values, pairs, stratified_caption(pooled=False), pooled=False)]
+    lines += [
+        "",
+        f"#### {env_id}: IQM and probability of improvement",
+        "",
+        *statistics_table(values, pairs, stratified_caption(pooled=False), pooled=False),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -643,8 +675,10 @@ def main(args: Args) -> Dict[str, str]:
         raise ValueError(f"no runs with episodes and charts/cumulative_cost found under {args.runs_dir!r}")
     names = sorted({algorithm for groups in runs_by_env.values() for algorithm in groups})
     if args.baseline and not baseline_pairs(names, args.baseline):
-        raise ValueError(f"--baseline {args.baseline!r} is neither one of the algorithms found ({', '.join(names)}) "
-                         "nor a grid setting FLAG=VALUE that pairs any of them")
+        raise ValueError(
+            f"--baseline {args.baseline!r} is neither one of the algorithms found ({', '.join(names)}) "
+            "nor a grid setting FLAG=VALUE that pairs any of them"
+        )
 
     tables = {}
     for env_id, groups in sorted(runs_by_env.items()):

@@ -8,8 +8,10 @@ and see `python ppo_lag.py --help` for every flag. TensorBoard logs go to runs/<
 
 import copy
 import dataclasses
+import importlib.util
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -18,7 +20,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
-from typing import Optional
+from typing import Annotated, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -72,8 +74,10 @@ class Args:
     resume: Optional[str] = None  # checkpoint to continue from, in its run folder; give the run's other flags again
     gamma: float = 0.99  # discount factor of reward and cost
     gae_lambda: float = 0.95  # lambda of generalised advantage estimation
-    lagrangian_multiplier_init: float = 0.001  # initial value of the Lagrange multiplier
-    lambda_lr: float = 0.035  # Adam learning rate of the Lagrange multiplier
+    lagrange_multiplier_init: Annotated[float, tyro.conf.arg(aliases=("--lagrangian-multiplier-init",))] = 0.001
+    """initial value of the Lagrange multiplier lambda"""
+    lagrange_multiplier_lr: Annotated[float, tyro.conf.arg(aliases=("--lambda-lr",))] = 0.035
+    """Adam learning rate of the Lagrange multiplier (--lagrangian adam)"""
     critic_l2_coef: float = 0.001  # weight of the L2 penalty on the critics' parameters
     max_grad_norm: float = 40.0  # gradient-norm clip
     learning_rate: float = 3e-4  # Adam learning rate of the actor; it decays linearly to 0 over the epochs
@@ -85,6 +89,9 @@ class Args:
     cuda: bool = False  # networks and batches on the GPU (the envs stay on the CPU); an error if there is none
     compile: bool = False  # torch.compile the minibatch step; needs a C++ compiler on CPU; the first epoch pays warm-up
     async_envs: bool = False  # step each env in a subprocess of its own (for machines with a core per env to spare)
+    track: bool = False  # mirror the TensorBoard log to Weights & Biases (pip install -r requirements-track.txt)
+    wandb_project_name: str = "shapo"  # W&B project of --track
+    wandb_entity: Optional[str] = None  # W&B team or user of --track (None: your default)
 
 
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
@@ -98,13 +105,29 @@ class FallCost(gym.Wrapper):
         return obs, reward, float(terminated), terminated, truncated, info
 
 
+class InfoCost(gym.Wrapper):
+    """Any other Gymnasium task that reports its step's cost as info["cost"], stepped as a safety task (spec §2).
+    ValueError at a step whose info has no "cost"."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if "cost" not in info:
+            raise ValueError(f"{self.spec.id} reports no cost: its step must return info['cost'] (see README)")
+        return obs, reward, float(info["cost"]), terminated, truncated, info
+
+
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
     """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
-    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (spec §2)."""
+    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control
+    (spec §2).
+    A safety-gymnasium task, Ant-v4 / Walker2d-v4 with FallCost, or any Gymnasium id ("module:Id" imports the module
+    that registers it) whose steps report info["cost"]."""
     if env_id in FALL_COST_ENVS:
         env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
-    else:
+    elif env_id in safety_gymnasium.utils.registration.safe_registry:
         env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
+    else:
+        env = InfoCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     return gym.experimental.wrappers.RescaleActionV0(env, np.float32(-1.0), np.float32(1.0))
 
 
@@ -116,8 +139,14 @@ def set_skybox(plain: bool) -> None:
     def load(file, Loader):  # safety_gymnasium.world reads nothing but its assets.yaml with yaml
         assets = yaml.load(file, Loader)
         if plain:
-            assets["textures"]["skybox"] = {"@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8",
-                                            "@rgb2": "0 0 0", "@width": "32", "@height": "32"}
+            assets["textures"]["skybox"] = {
+                "@type": "skybox",
+                "@builtin": "gradient",
+                "@rgb1": "0.4 0.6 0.8",
+                "@rgb2": "0 0 0",
+                "@width": "32",
+                "@height": "32",
+            }
         return assets
 
     safety_gymnasium.world.yaml = SimpleNamespace(load=load, FullLoader=yaml.FullLoader)
@@ -190,19 +219,21 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
     return advantages
 
 
-def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam: float, args: Args) -> dict:
+def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, multiplier: float, args: Args) -> dict:
     """The flat batch (B = T N rows) of an epoch's rollout `data`: GAE of reward and cost, targets =
-    advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lam A_c) / (1 + lam)
+    advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lambda A_c) / (1 + lambda)
     (spec §2). Keys obs, act, logp, adv, target_reward, target_cost."""
     batch = {"obs": data["obs"].flatten(0, 1), "act": data["act"].flatten(0, 1), "logp": data["logp"].flatten()}
     advantages = {}
     with torch.no_grad():
         for name, critic in (("reward", reward_critic), ("cost", cost_critic)):
             values, next_values = critic(data["obs"]).squeeze(-1), critic(data["next_obs"]).squeeze(-1)
-            adv = compute_gae(data[name], values, next_values, data["terminated"], data["done"], args.gamma, args.gae_lambda)
+            adv = compute_gae(
+                data[name], values, next_values, data["terminated"], data["done"], args.gamma, args.gae_lambda
+            )
             advantages[name], batch[f"target_{name}"] = adv.flatten(), (adv + values).flatten()
     adv_r = (advantages["reward"] - advantages["reward"].mean()) / (advantages["reward"].std() + 1e-8)
-    batch["adv"] = (adv_r - lam * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + lam)
+    batch["adv"] = (adv_r - multiplier * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + multiplier)
     return batch
 
 
@@ -222,24 +253,24 @@ class Lagrange:
     """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (spec §2)."""
 
     def __init__(self, cost_limit: float, init: float, lr: float):
-        self.cost_limit, self.value = cost_limit, float(init)
-        self.multiplier = torch.tensor(float(init), requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
+        self.cost_limit, self.multiplier = cost_limit, float(init)
+        self.parameter = torch.tensor(float(init), requires_grad=True)  # lambda before its clamp at 0
+        self.optimizer = torch.optim.Adam([self.parameter], lr=lr)
 
     def update(self, mean_episode_cost: float) -> None:
         """One Adam step: lambda rises if J_c > d, falls (never below 0) if J_c < d."""
         self.optimizer.zero_grad()
-        (-self.multiplier * (mean_episode_cost - self.cost_limit)).backward()
+        (-self.parameter * (mean_episode_cost - self.cost_limit)).backward()
         self.optimizer.step()
         with torch.no_grad():
-            self.value = self.multiplier.clamp_(min=0.0).item()
+            self.multiplier = self.parameter.clamp_(min=0.0).item()
 
     def state_dict(self) -> dict:
-        return {"multiplier": self.multiplier.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        return {"parameter": self.parameter.detach().clone(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
-            self.value = self.multiplier.copy_(state["multiplier"]).item()
+            self.multiplier = self.parameter.copy_(state["parameter"]).item()
         self.optimizer.load_state_dict(state["optimizer"])
 
 
@@ -254,7 +285,9 @@ def ppo_losses(agent: SimpleNamespace, minibatch: dict, args: Args) -> torch.Ten
     make_batch's batch); the minibatch step descends their sum (spec §3)."""
     reward_loss = critic_loss(agent.reward_critic, minibatch["obs"], minibatch["target_reward"], args.critic_l2_coef)
     cost_loss = critic_loss(agent.cost_critic, minibatch["obs"], minibatch["target_cost"], args.critic_l2_coef)
-    surrogate = ppo_surrogate(agent.actor(minibatch["obs"]), minibatch["act"], minibatch["logp"], minibatch["adv"], args.clip_coef)
+    surrogate = ppo_surrogate(
+        agent.actor(minibatch["obs"]), minibatch["act"], minibatch["logp"], minibatch["adv"], args.clip_coef
+    )
     return torch.stack([-surrogate, reward_loss, cost_loss])
 
 
@@ -278,11 +311,13 @@ def ppo_update(agent: SimpleNamespace, batch: dict, args: Args, stop: SimpleName
     with torch.no_grad():
         old_dist = agent.actor(batch["obs"])
     losses, grad_norms = [], []  # kept as tensors: reading each minibatch's values would wait on the device
-    for update_epoch in range(args.update_epochs):
+    for passes in range(1, args.update_epochs + 1):  # noqa: B007 (read after the loop: the passes run)
         for indices in torch.randperm(len(batch["obs"])).to(batch["obs"].device).split(args.minibatch_size):
             if stop.signal:
                 raise StopRequested
-            minibatch_losses, grad_norm = minibatch_step(agent, {key: value[indices] for key, value in batch.items()}, args)
+            minibatch_losses, grad_norm = minibatch_step(
+                agent, {key: value[indices] for key, value in batch.items()}, args
+            )
             losses.append(minibatch_losses)
             grad_norms.append(grad_norm)
         require_finite("gradient of the actor and critics", torch.stack(grad_norms))
@@ -292,7 +327,7 @@ def ppo_update(agent: SimpleNamespace, batch: dict, args: Args, stop: SimpleName
             break
     mean_losses = torch.stack(losses).detach().double().mean(0).tolist()
     stats = {f"losses/{key}_loss": value for key, value in zip(("policy", "reward_critic", "cost_critic"), mean_losses)}
-    return {**stats, "losses/approx_kl": kl, "losses/update_epochs": update_epoch + 1}
+    return {**stats, "losses/approx_kl": kl, "losses/update_epochs": passes}
 
 
 class StopRequested(Exception):
@@ -304,7 +339,9 @@ Episode = namedtuple("Episode", "t episode_return cost length")
 RETURN, COST, LENGTH = range(3)  # the rows of a rollout's episode_sums
 
 
-def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace):
+def rollout(
+    envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace
+):
     """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn from
     agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the RETURN, COST and LENGTH of each
     one under way (in place; the step that ends it counts, spec §2). Returns data (float32 CPU tensors obs, act, logp,
@@ -312,8 +349,16 @@ def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndar
     where truncated), the next observations and the ended Episodes. Raises StopRequested once stop.signal is set."""
     actor, normalizer, device = agent.actor, agent.normalizer, next(agent.actor.parameters()).device
     num_envs, act_dim = obs.shape[0], envs.single_action_space.shape[0]
-    shapes = {"obs": obs.shape[1:], "act": (act_dim,), "logp": (), "next_obs": obs.shape[1:], "reward": (), "cost": (),
-              "terminated": (), "done": ()}
+    shapes = {
+        "obs": obs.shape[1:],
+        "act": (act_dim,),
+        "logp": (),
+        "next_obs": obs.shape[1:],
+        "reward": (),
+        "cost": (),
+        "terminated": (),
+        "done": (),
+    }
     data = {key: np.zeros((num_steps, num_envs, *shape), dtype=np.float32) for key, shape in shapes.items()}
     episodes = []
     for t in range(num_steps):
@@ -332,7 +377,9 @@ def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndar
         data["terminated"][t], data["done"][t] = terminated, done
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append(Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i])))
+            episodes.append(
+                Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i]))
+            )
             episode_sums[:, i] = 0.0
         obs = next_obs
         if stop.signal:
@@ -344,21 +391,37 @@ def make_agent(obs_dim: int, act_dim: int, args: Args, device: torch.device) -> 
     """All that learns or keeps statistics: the actor, the critics V_r and V_c, one Adam with a parameter group
     for the actor (its learning rate decays) and one for the critics, the Lagrange multiplier and the
     observation statistics. A checkpoint stores the parts named in CHECKPOINT_PARTS."""
-    actor, reward_critic, cost_critic = Actor(obs_dim, act_dim).to(device), mlp(obs_dim, 1).to(device), mlp(obs_dim, 1).to(device)
+    actor, reward_critic, cost_critic = (
+        Actor(obs_dim, act_dim).to(device),
+        mlp(obs_dim, 1).to(device),
+        mlp(obs_dim, 1).to(device),
+    )
     # with --compile the learning rates are tensors, so that the actor's decay does not trigger a recompilation
     learning_rate = partial(torch.tensor, device=device) if args.compile else float
-    groups = [{"params": actor.parameters(), "lr": learning_rate(args.learning_rate)},
-              {"params": [*reward_critic.parameters(), *cost_critic.parameters()], "lr": learning_rate(args.critic_lr)}]
+    groups = [
+        {"params": actor.parameters(), "lr": learning_rate(args.learning_rate)},
+        {"params": [*reward_critic.parameters(), *cost_critic.parameters()], "lr": learning_rate(args.critic_lr)},
+    ]
     return SimpleNamespace(
-        actor=actor, reward_critic=reward_critic, cost_critic=cost_critic,
+        actor=actor,
+        reward_critic=reward_critic,
+        cost_critic=cost_critic,
         optimizer=torch.optim.Adam(groups, foreach=not args.compile),  # foreach: the same numbers as a loop, faster
-        lagrange=Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
+        lagrange=Lagrange(args.cost_limit, args.lagrange_multiplier_init, args.lagrange_multiplier_lr),
         normalizer=ObsNormalizer(shape=(obs_dim,)),
     )
 
 
-def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: SimpleNamespace, writer: SummaryWriter,
-          run_dir: str, stop: SimpleNamespace) -> None:
+def train(
+    args: Args,
+    envs,
+    obs: np.ndarray,
+    agent: SimpleNamespace,
+    progress: SimpleNamespace,
+    writer: SummaryWriter,
+    run_dir: str,
+    stop: SimpleNamespace,
+) -> None:
     """The epochs from progress.epoch on, from the envs' first normalised observations `obs` [N, obs_dim]: rollout,
     J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
     num_epochs = args.total_timesteps // args.steps_per_epoch
@@ -375,7 +438,11 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
             update_start = time.perf_counter()
             for episode in episodes:
                 step = progress.global_step + (episode.t + 1) * args.num_envs
-                for name, value in (("return", episode.episode_return), ("cost", episode.cost), ("length", episode.length)):
+                for name, value in (
+                    ("return", episode.episode_return),
+                    ("cost", episode.cost),
+                    ("length", episode.length),
+                ):
                     writer.add_scalar(f"charts/episodic_{name}", value, step)
             progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
             progress.cumulative_cost += data["cost"].sum().item()
@@ -387,8 +454,8 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
                 progress.mean_episode_cost = estimate
             if progress.mean_episode_cost is not None:
                 agent.lagrange.update(progress.mean_episode_cost)
-                require_finite("Lagrange multiplier", agent.lagrange.value)
-            batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.value, args)
+                require_finite("Lagrange multiplier", agent.lagrange.multiplier)
+            batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.multiplier, args)
             require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
             actor_lr = args.learning_rate * (1.0 - epoch / num_epochs)
             if args.compile:  # in place: the compiled step reads the tensor
@@ -409,7 +476,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
             raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {fault} in epoch {epoch + 1}{saved}") from None
 
         # logging (spec §9) and checkpoint
-        stats["charts/lagrange_multiplier"] = agent.lagrange.value
+        stats["charts/lagrange_multiplier"] = agent.lagrange.multiplier
         stats["charts/Jc"] = progress.mean_episode_cost  # None (not logged) until an episode has ended
         stats["charts/cumulative_cost"] = progress.cumulative_cost
         stats["charts/cost_rate"] = progress.cumulative_cost / progress.global_step
@@ -421,9 +488,13 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
                 writer.add_scalar(key, value, progress.global_step)
         mean_return = np.mean([episode.episode_return for episode in episodes]) if episodes else math.nan
         mean_cost = np.mean([episode.cost for episode in episodes]) if episodes else math.nan
-        print(f"epoch {epoch + 1}/{num_epochs} step {progress.global_step} | episodes {len(episodes)} return {mean_return:.2f} "
-              f"cost {mean_cost:.2f} | lambda {agent.lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
-              f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{num_epochs} step {progress.global_step} | episodes {len(episodes)} "
+            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {agent.lagrange.multiplier:.4f} "
+            f"| {stats['charts/SPS']:.0f} steps/s "
+            f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s",
+            flush=True,
+        )
         if args.save_model and (progress.epoch % args.save_every == 0 or progress.epoch == num_epochs):
             save_checkpoint(snapshot(args, agent, progress), checkpoint_path)
 
@@ -431,7 +502,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
 def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as load_checkpoint
     returns it) at its epoch with fresh episodes. Returns the run's agent."""
-    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
+    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it goes on the same way
     torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
     torch.manual_seed(torch_seed)
     device = torch.device("cuda" if args.cuda else "cpu")
@@ -447,9 +518,25 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
         progress = SimpleNamespace(**{key: checkpoint[key] for key in vars(progress)})
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     # a resumed run first drops whatever the stopped one logged after its checkpoint
+    if args.track:  # before the writer: W&B mirrors what it writes; a resumed run goes on in the W&B run of its folder
+        import wandb
+
+        run_name = os.path.basename(run_dir)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            group=run_name,
+            id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name),
+            resume="allow",
+        )
     writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        writer.add_text(
+            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        )
     stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the epoch under way is then abandoned
 
     def request_stop(signum: int, _frame) -> None:
@@ -465,6 +552,8 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
             signal.signal(signum, handler)
         envs.close()
         writer.close()
+        if args.track:
+            wandb.finish()
     return agent
 
 
@@ -485,7 +574,9 @@ CHECKPOINT_PARTS = ("actor", "reward_critic", "cost_critic", "optimizer", "lagra
 def snapshot(args: Args, agent: SimpleNamespace, progress: SimpleNamespace) -> dict:
     """A checkpoint (a deep copy): all the run needs to go on from the epoch boundary it is at."""
     states = {name: getattr(agent, name).state_dict() for name in CHECKPOINT_PARTS}
-    return copy.deepcopy({"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states})
+    return copy.deepcopy(
+        {"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states}
+    )
 
 
 def require_finite(quantity: str, *values) -> None:
@@ -499,31 +590,59 @@ def check_args(args: Args) -> None:
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
-    if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
-        raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
-                         f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
-    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lambda_lr"
+    if "Vision" in args.env_id or "Debug" in args.env_id:
+        raise ValueError(
+            f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
+            f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}"
+        )
+    if args.env_id not in FALL_COST_ENVS and args.env_id not in safety_gymnasium.utils.registration.safe_registry:
+        check_custom_env(args.env_id)
+    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lagrange_multiplier_lr"
     positive += " max_grad_norm learning_rate update_epochs minibatch_size clip_coef target_kl"
     for name in positive.split():
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in "cost_limit lagrangian_multiplier_init critic_l2_coef".split():
+    for name in "cost_limit lagrange_multiplier_init critic_l2_coef".split():
         if not getattr(args, name) >= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
     if args.cuda and not torch.cuda.is_available():
         raise ValueError("--cuda: PyTorch sees no CUDA device here")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--track needs wandb: pip install -r requirements-track.txt")
     if args.compile and not args.cuda and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
         raise ValueError("--compile on the CPU needs a C++ compiler (g++ or clang++) on the PATH")
     if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
-        raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
-                         f"and at most --total-timesteps ({args.total_timesteps})")
+        raise ValueError(
+            f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
+            f"and at most --total-timesteps ({args.total_timesteps})"
+        )
+
+
+def check_custom_env(env_id: str) -> None:
+    """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
+    whose first step reports info["cost"]."""
+    try:
+        env = gym.make(env_id)
+    except Exception as error:  # gymnasium's own: unknown id, module not found, a constructor's error
+        raise ValueError(f"--env-id {env_id!r}: {type(error).__name__}: {error}") from None
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
+        raise ValueError(f"--env-id {env_id!r}: needs a flat Box observation space and a Box action space")
+    env = make_env(env_id)
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())  # InfoCost's ValueError if no cost is reported
+    finally:
+        env.close()
 
 
 # flags a resumed run may change; all others must match the checkpoint's
-RESUMABLE_FLAGS = "total_timesteps save_model save_every resume cuda async_envs".split()
+RESUMABLE_FLAGS = (
+    "total_timesteps save_model save_every resume cuda async_envs track wandb_project_name wandb_entity".split()
+)
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
@@ -537,8 +656,10 @@ def load_checkpoint(path: str, args: Args) -> dict:
     if found != SCRIPT:
         raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
-                         f"format {CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
+            f"format {CHECKPOINT_VERSION}"
+        )
     for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
         if checkpoint["args"].get(name) != getattr(args, name):
             flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)

@@ -347,8 +347,19 @@ def read_checkpoints(python: str, paths: List[str]) -> List[Optional[List[int]]]
 def command(job: Job, python: str, extra: List[str], suffix: str, checkpoint: Optional[Path]) -> List[str]:
     name = ["--exp-name", exp_name(job, suffix)] if suffix or job.settings else []
     resume = ["--resume", str(checkpoint.resolve())] if checkpoint else []
-    return [python, str(ROOT / f"{job.script}.py"), "--env-id", job.env_id, "--seed", str(job.seed), *name, *extra,
-            *grid_flags(job), "--save-model", *resume]
+    return [
+        python,
+        str(ROOT / f"{job.script}.py"),
+        "--env-id",
+        job.env_id,
+        "--seed",
+        str(job.seed),
+        *name,
+        *extra,
+        *grid_flags(job),
+        "--save-model",
+        *resume,
+    ]
 
 
 class Run:
@@ -452,8 +463,13 @@ def start_ray(args: Args):
     if args.ray_address:
         ray.init(address=args.ray_address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=args.workers * max(args.threads_per_run, 1), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=args.workers * max(args.threads_per_run, 1),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
     return ray
 
 
@@ -490,7 +506,8 @@ def main(args: Args, extra: List[str], plans: Dict[Job, Plan], unused: int) -> i
         print(
             f"sweep.py: warning: left as they are: {unused} run folder(s) of this grid in {out_dir / 'runs'} without "
             "a checkpoint or older than the one used; plot.py reads each as a run: remove stale ones before plotting",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     count = 0
 
@@ -561,7 +578,9 @@ if __name__ == "__main__":
             try:
                 import ray  # noqa: F401
             except ImportError:
-                raise ValueError("--backend ray needs the optional package ray (pip install ray), not installed")
+                raise ValueError(
+                    "--backend ray needs the optional package ray (pip install ray), not installed"
+                ) from None
         grid_plans, unused_folders = make_plans(make_jobs(cli_args), cli_args, extra_flags)
     except ValueError as error:
         sys.exit(f"sweep.py: error: {error}")

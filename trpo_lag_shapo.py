@@ -8,8 +8,10 @@ and see `python trpo_lag_shapo.py --help` for every flag. TensorBoard logs go to
 
 import copy
 import dataclasses
+import importlib.util
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from statistics import NormalDist
 from types import SimpleNamespace
-from typing import Callable, Literal, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -73,8 +75,10 @@ class Args:
     resume: Optional[str] = None  # checkpoint to continue from, in its run folder; give the run's other flags again
     gamma: float = 0.99  # discount factor of reward and cost
     gae_lambda: float = 0.95  # lambda of generalised advantage estimation
-    lagrangian_multiplier_init: float = 0.001  # initial value of the Lagrange multiplier
-    lambda_lr: float = 0.035  # Adam learning rate of the Lagrange multiplier
+    lagrange_multiplier_init: Annotated[float, tyro.conf.arg(aliases=("--lagrangian-multiplier-init",))] = 0.001
+    """initial value of the Lagrange multiplier lambda"""
+    lagrange_multiplier_lr: Annotated[float, tyro.conf.arg(aliases=("--lambda-lr",))] = 0.035
+    """Adam learning rate of the Lagrange multiplier (--lagrangian adam)"""
     critic_l2_coef: float = 0.001  # weight of the L2 penalty on the critics' parameters
     max_grad_norm: float = 40.0  # gradient-norm clip
     critic_lr: float = 1e-3  # Adam learning rate of the reward and cost critics
@@ -92,11 +96,16 @@ class Args:
     cuda: bool = False  # networks and batches on the GPU (the envs stay on the CPU); an error if there is none
     compile: bool = False  # torch.compile the minibatch step; needs a C++ compiler on CPU; the first epoch pays warm-up
     async_envs: bool = False  # step each env in a subprocess of its own (for machines with a core per env to spare)
+    track: bool = False  # mirror the TensorBoard log to Weights & Biases (pip install -r requirements-track.txt)
+    wandb_project_name: str = "shapo"  # W&B project of --track
+    wandb_entity: Optional[str] = None  # W&B team or user of --track (None: your default)
     delta_down: float = 1e-5  # delta_Down: KL radius of the SHAPO perturbation (spec §5); 0 recovers the base algorithm
     pessimism_schedule: Literal["constant", "sqrt-epoch", "prop5"] = "constant"
     """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t A) (spec §8)"""
     pessimism_alpha: float = 0.05  # alpha of --pessimism-schedule prop5: the alpha-quantile of the objective
-    critic_sam_rho: float = 0.0  # rho_critic: radius of sharpness-aware critic updates (spec §8; release: 0.05); 0 is off
+    critic_sam_rho: float = (
+        0.0  # rho_critic: radius of sharpness-aware critic updates (spec §8; release: 0.05); 0 is off
+    )
 
 
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
@@ -110,13 +119,29 @@ class FallCost(gym.Wrapper):
         return obs, reward, float(terminated), terminated, truncated, info
 
 
+class InfoCost(gym.Wrapper):
+    """Any other Gymnasium task that reports its step's cost as info["cost"], stepped as a safety task (spec §2).
+    ValueError at a step whose info has no "cost"."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if "cost" not in info:
+            raise ValueError(f"{self.spec.id} reports no cost: its step must return info['cost'] (see README)")
+        return obs, reward, float(info["cost"]), terminated, truncated, info
+
+
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
     """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
-    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control (spec §2)."""
+    OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control
+    (spec §2).
+    A safety-gymnasium task, Ant-v4 / Walker2d-v4 with FallCost, or any Gymnasium id ("module:Id" imports the module
+    that registers it) whose steps report info["cost"]."""
     if env_id in FALL_COST_ENVS:
         env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
-    else:
+    elif env_id in safety_gymnasium.utils.registration.safe_registry:
         env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
+    else:
+        env = InfoCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     return gym.experimental.wrappers.RescaleActionV0(env, np.float32(-1.0), np.float32(1.0))
 
 
@@ -128,8 +153,14 @@ def set_skybox(plain: bool) -> None:
     def load(file, Loader):  # safety_gymnasium.world reads nothing but its assets.yaml with yaml
         assets = yaml.load(file, Loader)
         if plain:
-            assets["textures"]["skybox"] = {"@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8",
-                                            "@rgb2": "0 0 0", "@width": "32", "@height": "32"}
+            assets["textures"]["skybox"] = {
+                "@type": "skybox",
+                "@builtin": "gradient",
+                "@rgb1": "0.4 0.6 0.8",
+                "@rgb2": "0 0 0",
+                "@width": "32",
+                "@height": "32",
+            }
         return assets
 
     safety_gymnasium.world.yaml = SimpleNamespace(load=load, FullLoader=yaml.FullLoader)
@@ -202,19 +233,21 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
     return advantages
 
 
-def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, lam: float, args: Args) -> dict:
+def make_batch(data: dict, reward_critic: nn.Module, cost_critic: nn.Module, multiplier: float, args: Args) -> dict:
     """The flat batch (B = T N rows) of an epoch's rollout `data`: GAE of reward and cost, targets =
-    advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lam A_c) / (1 + lam)
+    advantage + V, A_r standardised, A_c mean-centred, combined advantage A = (A_r - lambda A_c) / (1 + lambda)
     (spec §2). Keys obs, act, logp, adv, target_reward, target_cost."""
     batch = {"obs": data["obs"].flatten(0, 1), "act": data["act"].flatten(0, 1), "logp": data["logp"].flatten()}
     advantages = {}
     with torch.no_grad():
         for name, critic in (("reward", reward_critic), ("cost", cost_critic)):
             values, next_values = critic(data["obs"]).squeeze(-1), critic(data["next_obs"]).squeeze(-1)
-            adv = compute_gae(data[name], values, next_values, data["terminated"], data["done"], args.gamma, args.gae_lambda)
+            adv = compute_gae(
+                data[name], values, next_values, data["terminated"], data["done"], args.gamma, args.gae_lambda
+            )
             advantages[name], batch[f"target_{name}"] = adv.flatten(), (adv + values).flatten()
     adv_r = (advantages["reward"] - advantages["reward"].mean()) / (advantages["reward"].std() + 1e-8)
-    batch["adv"] = (adv_r - lam * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + lam)
+    batch["adv"] = (adv_r - multiplier * (advantages["cost"] - advantages["cost"].mean())) / (1.0 + multiplier)
     return batch
 
 
@@ -234,24 +267,24 @@ class Lagrange:
     """Lagrange multiplier lambda >= 0 trained by Adam on -lambda * (J_c - d) (spec §2)."""
 
     def __init__(self, cost_limit: float, init: float, lr: float):
-        self.cost_limit, self.value = cost_limit, float(init)
-        self.multiplier = torch.tensor(float(init), requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.multiplier], lr=lr)
+        self.cost_limit, self.multiplier = cost_limit, float(init)
+        self.parameter = torch.tensor(float(init), requires_grad=True)  # lambda before its clamp at 0
+        self.optimizer = torch.optim.Adam([self.parameter], lr=lr)
 
     def update(self, mean_episode_cost: float) -> None:
         """One Adam step: lambda rises if J_c > d, falls (never below 0) if J_c < d."""
         self.optimizer.zero_grad()
-        (-self.multiplier * (mean_episode_cost - self.cost_limit)).backward()
+        (-self.parameter * (mean_episode_cost - self.cost_limit)).backward()
         self.optimizer.step()
         with torch.no_grad():
-            self.value = self.multiplier.clamp_(min=0.0).item()
+            self.multiplier = self.parameter.clamp_(min=0.0).item()
 
     def state_dict(self) -> dict:
-        return {"multiplier": self.multiplier.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        return {"parameter": self.parameter.detach().clone(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
-            self.value = self.multiplier.copy_(state["multiplier"]).item()
+            self.multiplier = self.parameter.copy_(state["parameter"]).item()
         self.optimizer.load_state_dict(state["optimizer"])
 
 
@@ -262,9 +295,13 @@ class PIDLagrange:
     ema_alpha on the past; lambda and I start at `init`. The release also holds lambda at 0.001 when
     its output is negative during a violation and leaves I unclamped then; we do not [I]."""
 
-    def __init__(self, cost_limit: float, init: float, kp: float, ki: float, kd: float, d_delay: int = 10, ema_alpha=0.95):
-        self.cost_limit, self.kp, self.ki, self.kd, self.d_delay, self.ema_alpha = cost_limit, kp, ki, kd, d_delay, ema_alpha
-        self.value, self.integral, self.delta_p, self.cost_ema, self.cost_history = float(init), float(init), 0.0, 0.0, [0.0]
+    def __init__(
+        self, cost_limit: float, init: float, kp: float, ki: float, kd: float, d_delay: int = 10, ema_alpha=0.95
+    ):
+        self.cost_limit, self.d_delay, self.ema_alpha = cost_limit, d_delay, ema_alpha
+        self.kp, self.ki, self.kd = kp, ki, kd  # the gains
+        self.multiplier, self.integral, self.delta_p = float(init), float(init), 0.0
+        self.cost_ema, self.cost_history = 0.0, [0.0]  # C, and its last d_delay values
 
     def update(self, mean_episode_cost: float) -> None:
         """One PID step on J_c = mean_episode_cost."""
@@ -273,7 +310,7 @@ class PIDLagrange:
         self.delta_p = self.ema_alpha * self.delta_p + (1.0 - self.ema_alpha) * delta
         self.cost_ema = self.ema_alpha * self.cost_ema + (1.0 - self.ema_alpha) * mean_episode_cost
         derivative = max(0.0, self.cost_ema - self.cost_history[0])
-        self.value = max(0.0, self.kp * self.delta_p + self.integral + self.kd * derivative)
+        self.multiplier = max(0.0, self.kp * self.delta_p + self.integral + self.kd * derivative)
         self.cost_history = (self.cost_history + [self.cost_ema])[-self.d_delay :]
 
     def state_dict(self) -> dict:
@@ -309,8 +346,9 @@ def fisher_vector_product_fn(actor: Actor, obs: torch.Tensor, damping: float) ->
     return lambda v: flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
-def conjugate_gradient(matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10,
-                       eps: float = 1e-6) -> torch.Tensor:
+def conjugate_gradient(
+    matrix_vector_product: Callable, b: torch.Tensor, iters: int, residual_tol: float = 1e-10, eps: float = 1e-6
+) -> torch.Tensor:
     """Approximate solution x [n] of A x = b for a symmetric positive-definite A given as v -> A v, after
     at most `iters` iterations, as OmniSafe and the release write it (spec §4): `eps` added to both
     divisions, stop once |r| < residual_tol. A zero b gives x = 0."""
@@ -347,9 +385,19 @@ def reweighting_stats(logp0: torch.Tensor, logp_perturbed: torch.Tensor, adv: to
     return stats
 
 
-def shapo_gradient(actor: Actor, obs: torch.Tensor, act: torch.Tensor, adv: torch.Tensor, dist0: Normal, surrogate: Callable,
-                   solve: Callable, delta_down: float, backtrack_steps: int = 10, backtrack_coef: float = 0.8,
-                   fallback_coef: float = 0.1):
+def shapo_gradient(
+    actor: Actor,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    adv: torch.Tensor,
+    dist0: Normal,
+    surrogate: Callable,
+    solve: Callable,
+    delta_down: float,
+    backtrack_steps: int = 10,
+    backtrack_coef: float = 0.8,
+    fallback_coef: float = 0.1,
+):
     """SHAPO (spec §5, paper Alg. 3-4): the gradient g~ [n_params] of the surrogate L at theta0 + epsilon,
     a step against L in a KL ball of radius delta_down (0: the plain gradient, exactly). actor: at theta0,
     perturbed in place and restored exactly; obs [B, obs_dim], act [B, act_dim], adv [B] (for the
@@ -377,8 +425,14 @@ def shapo_gradient(actor: Actor, obs: torch.Tensor, act: torch.Tensor, adv: torc
     cos = nn.functional.cosine_similarity(gradient, perturbed_gradient, dim=0).item()
     with torch.no_grad():
         logp0, logp_perturbed = dist0.log_prob(act).sum(-1), perturbed_dist.log_prob(act).sum(-1)
-    stats = {"shapo/delta_down": delta_down, "shapo/kl": kl, "shapo/perturbation_norm": step.norm().item(),
-             "shapo/backtracks": backtracks, "shapo/cos_sim": cos, **reweighting_stats(logp0, logp_perturbed, adv)}
+    stats = {
+        "shapo/delta_down": delta_down,
+        "shapo/kl": kl,
+        "shapo/perturbation_norm": step.norm().item(),
+        "shapo/backtracks": backtracks,
+        "shapo/cos_sim": cos,
+        **reweighting_stats(logp0, logp_perturbed, adv),
+    }
     return perturbed_gradient, step, stats
 
 
@@ -397,7 +451,9 @@ def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> 
     return args.delta_down
 
 
-def sam_critic_loss(critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float, rho: float) -> torch.Tensor:
+def sam_critic_loss(
+    critic: nn.Module, obs: torch.Tensor, target: torch.Tensor, l2_coef: float, rho: float
+) -> torch.Tensor:
     """critic_loss at w, its gradient in the critic's .grad; for rho > 0 that of SAM (spec §8): the MSE's
     gradient at w + rho grad / |grad| (grad: the MSE's at w; w restored exactly) plus the L2 term's at w."""
     if rho == 0:
@@ -438,7 +494,9 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
         x = conjugate_gradient(shapo_fvp, g, 10)
         return x, x @ shapo_fvp(x)
 
-    gradient, _, shapo_stats = shapo_gradient(actor, obs, batch["act"], batch["adv"], dist, surrogate, solve, delta_down)
+    gradient, _, shapo_stats = shapo_gradient(
+        actor, obs, batch["act"], batch["adv"], dist, surrogate, solve, delta_down
+    )
     fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)
     x = conjugate_gradient(fvp, gradient, args.cg_iters)
     full_step = torch.sqrt(2.0 * args.target_kl / (x @ fvp(x) + 1e-8)) * x
@@ -455,8 +513,13 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
         else:
             set_flat_params(actor, theta_old)
             step_fraction, kl = 0.0, 0.0
-    return {"losses/policy_loss": -surrogate_before.item(), "losses/approx_kl": kl, "trpo/step_fraction": step_fraction,
-            "trpo/backtracks": backtracks, **shapo_stats}
+    return {
+        "losses/policy_loss": -surrogate_before.item(),
+        "losses/approx_kl": kl,
+        "trpo/step_fraction": step_fraction,
+        "trpo/backtracks": backtracks,
+        **shapo_stats,
+    }
 
 
 def critics_step(agent: SimpleNamespace, minibatch: dict, args: Args) -> tuple:
@@ -465,7 +528,9 @@ def critics_step(agent: SimpleNamespace, minibatch: dict, args: Args) -> tuple:
     agent.optimizer.zero_grad()
     losses, grad_norms = [], []
     for name, critic in (("reward", agent.reward_critic), ("cost", agent.cost_critic)):
-        loss = sam_critic_loss(critic, minibatch["obs"], minibatch[f"target_{name}"], args.critic_l2_coef, args.critic_sam_rho)
+        loss = sam_critic_loss(
+            critic, minibatch["obs"], minibatch[f"target_{name}"], args.critic_l2_coef, args.critic_sam_rho
+        )
         losses.append(loss.detach())
         grad_norms.append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm))
     agent.optimizer.step()
@@ -499,7 +564,9 @@ Episode = namedtuple("Episode", "t episode_return cost length")
 RETURN, COST, LENGTH = range(3)  # the rows of a rollout's episode_sums
 
 
-def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace):
+def rollout(
+    envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace
+):
     """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn from
     agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the RETURN, COST and LENGTH of each
     one under way (in place; the step that ends it counts, spec §2). Returns data (float32 CPU tensors obs, act, logp,
@@ -507,8 +574,16 @@ def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndar
     where truncated), the next observations and the ended Episodes. Raises StopRequested once stop.signal is set."""
     actor, normalizer, device = agent.actor, agent.normalizer, next(agent.actor.parameters()).device
     num_envs, act_dim = obs.shape[0], envs.single_action_space.shape[0]
-    shapes = {"obs": obs.shape[1:], "act": (act_dim,), "logp": (), "next_obs": obs.shape[1:], "reward": (), "cost": (),
-              "terminated": (), "done": ()}
+    shapes = {
+        "obs": obs.shape[1:],
+        "act": (act_dim,),
+        "logp": (),
+        "next_obs": obs.shape[1:],
+        "reward": (),
+        "cost": (),
+        "terminated": (),
+        "done": (),
+    }
     data = {key: np.zeros((num_steps, num_envs, *shape), dtype=np.float32) for key, shape in shapes.items()}
     episodes = []
     for t in range(num_steps):
@@ -527,7 +602,9 @@ def rollout(envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndar
         data["terminated"][t], data["done"][t] = terminated, done
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append(Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i])))
+            episodes.append(
+                Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i]))
+            )
             episode_sums[:, i] = 0.0
         obs = next_obs
         if stop.signal:
@@ -539,19 +616,34 @@ def make_agent(obs_dim: int, act_dim: int, args: Args, device: torch.device) -> 
     """All that learns or keeps statistics: the actor (moved by trust-region steps), the critics V_r and V_c, one
     Adam for the critics, the Lagrange multiplier (Adam or PID) and the observation statistics. A checkpoint
     stores the parts named in CHECKPOINT_PARTS."""
-    actor, reward_critic, cost_critic = Actor(obs_dim, act_dim).to(device), mlp(obs_dim, 1).to(device), mlp(obs_dim, 1).to(device)
+    actor, reward_critic, cost_critic = (
+        Actor(obs_dim, act_dim).to(device),
+        mlp(obs_dim, 1).to(device),
+        mlp(obs_dim, 1).to(device),
+    )
     critic_params = [*reward_critic.parameters(), *cost_critic.parameters()]
     return SimpleNamespace(
-        actor=actor, reward_critic=reward_critic, cost_critic=cost_critic,
+        actor=actor,
+        reward_critic=reward_critic,
+        cost_critic=cost_critic,
         optimizer=torch.optim.Adam(critic_params, lr=args.critic_lr, foreach=True),  # foreach: the same numbers, faster
-        lagrange=PIDLagrange(args.cost_limit, args.lagrangian_multiplier_init, args.pid_kp, args.pid_ki, args.pid_kd)
-        if args.lagrangian == "pid" else Lagrange(args.cost_limit, args.lagrangian_multiplier_init, args.lambda_lr),
+        lagrange=PIDLagrange(args.cost_limit, args.lagrange_multiplier_init, args.pid_kp, args.pid_ki, args.pid_kd)
+        if args.lagrangian == "pid"
+        else Lagrange(args.cost_limit, args.lagrange_multiplier_init, args.lagrange_multiplier_lr),
         normalizer=ObsNormalizer(shape=(obs_dim,)),
     )
 
 
-def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: SimpleNamespace, writer: SummaryWriter,
-          run_dir: str, stop: SimpleNamespace) -> None:
+def train(
+    args: Args,
+    envs,
+    obs: np.ndarray,
+    agent: SimpleNamespace,
+    progress: SimpleNamespace,
+    writer: SummaryWriter,
+    run_dir: str,
+    stop: SimpleNamespace,
+) -> None:
     """The epochs from progress.epoch on, from the envs' first normalised observations `obs` [N, obs_dim]: rollout,
     J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
     num_epochs = args.total_timesteps // args.steps_per_epoch
@@ -568,7 +660,11 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
             update_start = time.perf_counter()
             for episode in episodes:
                 step = progress.global_step + (episode.t + 1) * args.num_envs
-                for name, value in (("return", episode.episode_return), ("cost", episode.cost), ("length", episode.length)):
+                for name, value in (
+                    ("return", episode.episode_return),
+                    ("cost", episode.cost),
+                    ("length", episode.length),
+                ):
                     writer.add_scalar(f"charts/episodic_{name}", value, step)
             progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
             progress.cumulative_cost += data["cost"].sum().item()
@@ -580,8 +676,8 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
                 progress.mean_episode_cost = estimate
             if progress.mean_episode_cost is not None:
                 agent.lagrange.update(progress.mean_episode_cost)
-                require_finite("Lagrange multiplier", agent.lagrange.value)
-            batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.value, args)
+                require_finite("Lagrange multiplier", agent.lagrange.multiplier)
+            batch = make_batch(data, agent.reward_critic, agent.cost_critic, agent.lagrange.multiplier, args)
             require_finite("advantages or value targets", batch["adv"], batch["target_reward"], batch["target_cost"])
             delta_down = pessimism_radius(args, epoch, progress.global_step, agent.actor.log_std.numel())
             stats = {**trpo_update(agent.actor, batch, args, delta_down), **update_critics(agent, batch, args, stop)}
@@ -598,7 +694,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
             raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {fault} in epoch {epoch + 1}{saved}") from None
 
         # logging (spec §9) and checkpoint
-        stats["charts/lagrange_multiplier"] = agent.lagrange.value
+        stats["charts/lagrange_multiplier"] = agent.lagrange.multiplier
         stats["charts/Jc"] = progress.mean_episode_cost  # None (not logged) until an episode has ended
         stats["charts/cumulative_cost"] = progress.cumulative_cost
         stats["charts/cost_rate"] = progress.cumulative_cost / progress.global_step
@@ -610,9 +706,13 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
                 writer.add_scalar(key, value, progress.global_step)
         mean_return = np.mean([episode.episode_return for episode in episodes]) if episodes else math.nan
         mean_cost = np.mean([episode.cost for episode in episodes]) if episodes else math.nan
-        print(f"epoch {epoch + 1}/{num_epochs} step {progress.global_step} | episodes {len(episodes)} return {mean_return:.2f} "
-              f"cost {mean_cost:.2f} | lambda {agent.lagrange.value:.4f} | {stats['charts/SPS']:.0f} steps/s "
-              f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{num_epochs} step {progress.global_step} | episodes {len(episodes)} "
+            f"return {mean_return:.2f} cost {mean_cost:.2f} | lambda {agent.lagrange.multiplier:.4f} "
+            f"| {stats['charts/SPS']:.0f} steps/s "
+            f"| rollout {stats['perf/rollout_seconds']:.1f} s, update {stats['perf/update_seconds']:.1f} s",
+            flush=True,
+        )
         if args.save_model and (progress.epoch % args.save_every == 0 or progress.epoch == num_epochs):
             save_checkpoint(snapshot(args, agent, progress), checkpoint_path)
 
@@ -620,7 +720,7 @@ def train(args: Args, envs, obs: np.ndarray, agent: SimpleNamespace, progress: S
 def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     """Train for total_timesteps // steps_per_epoch epochs from scratch, or from `checkpoint` (as load_checkpoint
     returns it) at its epoch with fresh episodes. Returns the run's agent."""
-    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it always goes on the same way
+    # torch's seed and the envs': a resumed run draws them from its checkpoint's epoch, so it goes on the same way
     torch_seed, *env_seeds = draw_seeds(args.seed, 1 + args.num_envs, checkpoint["epoch"] if checkpoint else 0)
     torch.manual_seed(torch_seed)
     device = torch.device("cuda" if args.cuda else "cpu")
@@ -636,9 +736,25 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
         progress = SimpleNamespace(**{key: checkpoint[key] for key in vars(progress)})
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     # a resumed run first drops whatever the stopped one logged after its checkpoint
+    if args.track:  # before the writer: W&B mirrors what it writes; a resumed run goes on in the W&B run of its folder
+        import wandb
+
+        run_name = os.path.basename(run_dir)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            group=run_name,
+            id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name),
+            resume="allow",
+        )
     writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        writer.add_text(
+            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        )
     stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the epoch under way is then abandoned
 
     def request_stop(signum: int, _frame) -> None:
@@ -654,6 +770,8 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
             signal.signal(signum, handler)
         envs.close()
         writer.close()
+        if args.track:
+            wandb.finish()
     return agent
 
 
@@ -674,7 +792,9 @@ CHECKPOINT_PARTS = ("actor", "reward_critic", "cost_critic", "optimizer", "lagra
 def snapshot(args: Args, agent: SimpleNamespace, progress: SimpleNamespace) -> dict:
     """A checkpoint (a deep copy): all the run needs to go on from the epoch boundary it is at."""
     states = {name: getattr(agent, name).state_dict() for name in CHECKPOINT_PARTS}
-    return copy.deepcopy({"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states})
+    return copy.deepcopy(
+        {"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states}
+    )
 
 
 def require_finite(quantity: str, *values) -> None:
@@ -688,16 +808,20 @@ def check_args(args: Args) -> None:
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    supported = args.env_id in FALL_COST_ENVS or args.env_id in safety_gymnasium.utils.registration.safe_registry
-    if not supported or "Vision" in args.env_id or "Debug" in args.env_id:
-        raise ValueError(f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
-                         f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}")
-    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lambda_lr"
-    positive += " max_grad_norm critic_update_epochs critic_minibatch_size target_kl cg_iters line_search_steps line_search_decay"
+    if "Vision" in args.env_id or "Debug" in args.env_id:
+        raise ValueError(
+            f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
+            f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}"
+        )
+    if args.env_id not in FALL_COST_ENVS and args.env_id not in safety_gymnasium.utils.registration.safe_registry:
+        check_custom_env(args.env_id)
+    positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lagrange_multiplier_lr"
+    positive += " max_grad_norm critic_update_epochs critic_minibatch_size target_kl cg_iters line_search_steps"
+    positive += " line_search_decay"
     for name in positive.split():
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in "cost_limit lagrangian_multiplier_init critic_l2_coef cg_damping pid_kp pid_ki pid_kd".split():
+    for name in "cost_limit lagrange_multiplier_init critic_l2_coef cg_damping pid_kp pid_ki pid_kd".split():
         if not getattr(args, name) >= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.delta_down < 0 or not 0 < args.pessimism_alpha < 0.5 or args.critic_sam_rho < 0:
@@ -706,15 +830,40 @@ def check_args(args: Args) -> None:
         raise ValueError(f"need 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1, got {args.gamma} and {args.gae_lambda}")
     if args.cuda and not torch.cuda.is_available():
         raise ValueError("--cuda: PyTorch sees no CUDA device here")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--track needs wandb: pip install -r requirements-track.txt")
     if args.compile and not args.cuda and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
         raise ValueError("--compile on the CPU needs a C++ compiler (g++ or clang++) on the PATH")
     if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
-        raise ValueError(f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
-                         f"and at most --total-timesteps ({args.total_timesteps})")
+        raise ValueError(
+            f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
+            f"and at most --total-timesteps ({args.total_timesteps})"
+        )
+
+
+def check_custom_env(env_id: str) -> None:
+    """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
+    whose first step reports info["cost"]."""
+    try:
+        env = gym.make(env_id)
+    except Exception as error:  # gymnasium's own: unknown id, module not found, a constructor's error
+        raise ValueError(f"--env-id {env_id!r}: {type(error).__name__}: {error}") from None
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
+        raise ValueError(f"--env-id {env_id!r}: needs a flat Box observation space and a Box action space")
+    env = make_env(env_id)
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())  # InfoCost's ValueError if no cost is reported
+    finally:
+        env.close()
 
 
 # flags a resumed run may change; all others must match the checkpoint's
-RESUMABLE_FLAGS = "total_timesteps save_model save_every resume cuda async_envs".split()
+RESUMABLE_FLAGS = (
+    "total_timesteps save_model save_every resume cuda async_envs track wandb_project_name wandb_entity".split()
+)
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
@@ -728,8 +877,10 @@ def load_checkpoint(path: str, args: Args) -> dict:
     if found != SCRIPT:
         raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
-                         f"format {CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
+            f"format {CHECKPOINT_VERSION}"
+        )
     for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
         if checkpoint["args"].get(name) != getattr(args, name):
             flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)

@@ -51,8 +51,9 @@ def main(args: Args) -> None:
         run = plot.load_run(path, args.last_episodes) if set(GRID) <= set(settings) else None
         if run is not None and run.epoch_steps[-1] >= args.steps:
             episodes, epochs = run.episode_steps <= args.steps, run.epoch_steps <= args.steps
-            run.episode_steps, run.episode_return, run.episode_cost = (a[episodes] for a in
-                                                                        (run.episode_steps, run.episode_return, run.episode_cost))
+            run.episode_steps, run.episode_return, run.episode_cost = (
+                a[episodes] for a in (run.episode_steps, run.episode_return, run.episode_cost)
+            )
             run.epoch_steps, run.cumulative_cost = run.epoch_steps[epochs], run.cumulative_cost[epochs]
             run.final = plot.final_values(run, args.last_episodes)
             groups.setdefault((float(settings["critic-sam-rho"]), float(settings["delta-down"])), []).append(run)
@@ -60,10 +61,15 @@ def main(args: Args) -> None:
         sys.exit(f"sensitivity.py: error: no runs named ...-delta_down=<d>-critic_sam_rho=<r> under {args.runs_dir}")
     deltas = sorted({delta for _, delta in groups})
     positions = {delta: i for i, delta in enumerate(deltas)}  # evenly spaced: 0 sits beside the powers of ten
-    lines = [f"SHAPO-TRPO-Lag on Walker2d-v4, {args.steps} steps per run; mean over seeds "
-             f"[95 % percentile-bootstrap interval over seeds, plot.py]; final return over the last {args.last_episodes} episodes.",
-             "", "| rho_critic | delta_Down | seeds | final return | cumulative training cost "
-             "| Δ return vs delta_Down 0 (same seed) | Δ cumulative cost vs delta_Down 0 (same seed) |", "|-|-|-|-|-|-|-|"]
+    lines = [
+        f"SHAPO-TRPO-Lag on Walker2d-v4, {args.steps} steps per run; mean over seeds "
+        "[95 % percentile-bootstrap interval over seeds, plot.py]; "
+        f"final return over the last {args.last_episodes} episodes.",
+        "",
+        "| rho_critic | delta_Down | seeds | final return | cumulative training cost "
+        "| Δ return vs delta_Down 0 (same seed) | Δ cumulative cost vs delta_Down 0 (same seed) |",
+        "|-|-|-|-|-|-|-|",
+    ]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for rho in sorted({rho for rho, _ in groups}):
         cells = {panel: [] for panel in PANELS}
@@ -71,13 +77,23 @@ def main(args: Args) -> None:
         for delta in deltas:
             runs, row = groups.get((rho, delta), []), {}
             for key, paired in PANELS + (("return", True),):
-                values = [run.final[key] - base[run.seed].final[key] if paired else run.final[key]
-                          for run in runs if not paired or run.seed in base]
+                values = [
+                    run.final[key] - base[run.seed].final[key] if paired else run.final[key]
+                    for run in runs
+                    if not paired or run.seed in base
+                ]
                 point, interval = plot.mean_interval(values) if values else (np.nan, None)
                 cells.setdefault((key, paired), []).append((positions[delta], point, interval))
-                row[key, paired] = plot.format_interval(point, interval, signed=paired) if values and (delta or not paired) else ""
+                row[key, paired] = (
+                    plot.format_interval(point, interval, signed=paired) if values and (delta or not paired) else ""
+                )
             if runs:
-                cols = [row["return", False], row["cumulative_cost", False], row["return", True], row["cumulative_cost", True]]
+                cols = [
+                    row["return", False],
+                    row["cumulative_cost", False],
+                    row["return", True],
+                    row["cumulative_cost", True],
+                ]
                 lines.append(f"| {rho:g} | {delta:g} | {len(runs)} | " + " | ".join(cols) + " |")
         for axis, panel in zip(axes, PANELS):
             x, y, interval = zip(*[cell for cell in cells[panel] if not np.isnan(cell[1])])
@@ -88,7 +104,9 @@ def main(args: Args) -> None:
     for axis, (key, paired) in zip(axes, PANELS):
         axis.set_xticks(range(len(deltas)), [f"{delta:g}" for delta in deltas])
         axis.set_xlabel("delta_Down")
-        axis.set_title(f"{'Δ ' if paired else ''}{MEASURES[key]}{' vs delta_Down 0, same seed' if paired else ''}", fontsize=10)
+        axis.set_title(
+            f"{'Δ ' if paired else ''}{MEASURES[key]}{' vs delta_Down 0, same seed' if paired else ''}", fontsize=10
+        )
         axis.legend()
     figure.suptitle(f"SHAPO-TRPO-Lag, Walker2d-v4, {args.steps} steps: mean over seeds, 95 % bootstrap interval")
     figure.tight_layout()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from conftest import SCRIPTS, TRPO_SCRIPTS, load
 
 
@@ -40,8 +41,13 @@ def test_gae_matches_a_naive_loop_with_truncation_and_termination(name):
     next_values[terminated] = 123.0  # must be ignored
 
     got = module.compute_gae(
-        torch.tensor(rewards), torch.tensor(values), torch.tensor(next_values),
-        torch.tensor(terminated, dtype=torch.float64), torch.tensor(terminated | truncated, dtype=torch.float64), gamma, lam,
+        torch.tensor(rewards),
+        torch.tensor(values),
+        torch.tensor(next_values),
+        torch.tensor(terminated, dtype=torch.float64),
+        torch.tensor(terminated | truncated, dtype=torch.float64),
+        gamma,
+        lam,
     ).numpy()
 
     for env in range(num_envs):
@@ -67,10 +73,10 @@ def test_lagrange_multiplier_rises_above_and_falls_below_the_cost_limit(name):
     rising = module.Lagrange(cost_limit=25.0, init=0.001, lr=0.035)
     falling = module.Lagrange(cost_limit=25.0, init=0.5, lr=0.035)
     for _ in range(5):
-        before = rising.value, falling.value
+        before = rising.multiplier, falling.multiplier
         rising.update(40.0)  # J_c > d
         falling.update(10.0)  # J_c < d
-        assert rising.value > before[0] and falling.value < before[1]
+        assert rising.multiplier > before[0] and falling.multiplier < before[1]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -79,10 +85,10 @@ def test_lagrange_multiplier_never_goes_below_zero(name):
     lagrange = module.Lagrange(cost_limit=25.0, init=0.001, lr=0.035)
     for _ in range(50):
         lagrange.update(0.0)
-        assert lagrange.value >= 0.0
-    assert lagrange.value == 0.0, "far below the limit the multiplier is clamped at exactly 0"
+        assert lagrange.multiplier >= 0.0
+    assert lagrange.multiplier == 0.0, "far below the limit the multiplier is clamped at exactly 0"
     lagrange.update(25.0)  # J_c == d: zero gradient
-    assert lagrange.value == 0.0
+    assert lagrange.multiplier == 0.0
 
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)
@@ -99,8 +105,8 @@ def test_pid_lagrangian_follows_its_update_rule(name):
         expected = max(0.0, 0.1 * delta_p + integral + 0.01 * max(0.0, cost_ema - history[0]))
         history = (history + [cost_ema])[-2:]
         pid.update(cost)
-        assert pid.value == pytest.approx(expected, rel=1e-12)
-    assert pid.value > 0.3  # 0.2 + 0.4 - 0.2 integrated, plus P and D
+        assert pid.multiplier == pytest.approx(expected, rel=1e-12)
+    assert pid.multiplier > 0.3  # 0.2 + 0.4 - 0.2 integrated, plus P and D
 
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)
@@ -110,19 +116,19 @@ def test_pid_lagrangian_rises_falls_and_stays_non_negative(name):
     values = []
     for _ in range(10):
         pid.update(60.0)
-        values.append(pid.value)
+        values.append(pid.multiplier)
     assert all(b > a for a, b in zip(values, values[1:]))
     for _ in range(200):
         pid.update(0.0)
-        assert pid.value >= 0.0 and pid.integral >= 0.0
-    assert pid.value == 0.0
+        assert pid.multiplier >= 0.0 and pid.integral >= 0.0
+    assert pid.multiplier == 0.0
     # the state survives a checkpoint round trip
     pid.update(40.0)
     clone = module.PIDLagrange(cost_limit=25.0, init=0.5, kp=0.1, ki=0.01, kd=0.01)
     clone.load_state_dict(pid.state_dict())
     for cost in (30.0, 50.0, 10.0):
         pid.update(cost), clone.update(cost)
-        assert clone.value == pid.value
+        assert clone.multiplier == pid.multiplier
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -4,12 +4,12 @@ observation normalisation and its final observations, fast resets (spec §2, §1
 import subprocess
 import sys
 from functools import partial
-
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+
 from conftest import ROOT, load
 
 module = load("ppo_lag")  # environment and rollout code is identical in the four scripts (tests/test_scripts.py)
@@ -18,7 +18,9 @@ module = load("ppo_lag")  # environment and rollout code is identical in the fou
 def setup(env_id, num_envs=2, max_episode_steps=None, seed=0):
     """What main builds before its first epoch: envs, the agent's actor and normalizer, and the first observations."""
     module.set_skybox(plain=True)
-    envs = module.safety_gymnasium.vector.SafetySyncVectorEnv([partial(module.make_env, env_id, max_episode_steps)] * num_envs)
+    envs = module.safety_gymnasium.vector.SafetySyncVectorEnv(
+        [partial(module.make_env, env_id, max_episode_steps)] * num_envs
+    )
     torch.manual_seed(seed)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = SimpleNamespace(actor=module.Actor(obs_dim, act_dim), normalizer=module.ObsNormalizer(shape=(obs_dim,)))
@@ -35,7 +37,7 @@ def test_fall_cost_is_paid_on_the_step_that_ends_the_episode():
     envs.close()
     assert torch.equal(data["cost"], data["terminated"]) and data["terminated"].sum() > 0
     assert len(episodes) == int(data["done"].sum())
-    for t, _, cost, length in episodes:
+    for _, _, cost, length in episodes:
         assert cost in (0.0, 1.0) and 1 <= length <= 60
     assert sum(cost for _, _, cost, _ in episodes) == data["terminated"].sum().item()
 
@@ -52,7 +54,9 @@ def test_actions_are_rescaled_but_not_clipped(env_id):
         action = scale * np.ones(env.action_space.shape, dtype=np.float32)
         obs, reward, *_ = env.step(action)
         low, high = env.unwrapped.action_space.low, env.unwrapped.action_space.high
-        expected_ctrl_cost = env.unwrapped._ctrl_cost_weight * np.sum(np.square(low + (action + 1.0) * (high - low) / 2))
+        expected_ctrl_cost = env.unwrapped._ctrl_cost_weight * np.sum(
+            np.square(low + (action + 1.0) * (high - low) / 2)
+        )
         outcomes.append((obs, reward, expected_ctrl_cost))
         env.close()
     (obs_in, reward_in, ctrl_in), (obs_out, reward_out, ctrl_out) = outcomes
@@ -89,7 +93,9 @@ def test_episode_statistics_equal_a_replay_on_a_single_env():
         env.close()
         assert truncated and len(costs) == horizon
         _, episode_return, episode_cost, length = episodes[env_index]
-        assert (episode_return, episode_cost, length) == pytest.approx((sum(rewards), sum(costs), horizon), rel=1e-12, abs=1e-12)
+        assert (episode_return, episode_cost, length) == pytest.approx(
+            (sum(rewards), sum(costs), horizon), rel=1e-12, abs=1e-12
+        )
         if env_index == 0:
             assert costs[-1] > 0 and episode_cost > 0, "the episode's last step must carry cost here"
 
@@ -101,8 +107,14 @@ def test_normalisation_is_shared_and_final_observations_get_the_same_transform()
 
     def recording_step(actions):
         result = inner_step(actions)
-        raw.append((result[0].copy(), [o.copy() if o is not None else None for o in result[5]["final_observation"]]
-                    if "final_observation" in result[5] else None))
+        raw.append(
+            (
+                result[0].copy(),
+                [o.copy() if o is not None else None for o in result[5]["final_observation"]]
+                if "final_observation" in result[5]
+                else None,
+            )
+        )
         return result
 
     envs.step = recording_step
@@ -152,8 +164,11 @@ def test_plain_skybox_leaves_observations_rewards_and_costs_unchanged(tmp_path):
     results = {}
     for plain in (False, True):
         out = tmp_path / f"plain_{plain}.npz"
-        subprocess.run([sys.executable, "-c", FAST_RESET_ROLLOUT.format(root=str(ROOT), plain=plain, out=str(out))],
-                       check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-c", FAST_RESET_ROLLOUT.format(root=str(ROOT), plain=plain, out=str(out))],
+            check=True,
+            timeout=600,
+        )
         results[plain] = np.load(out)
     assert results[True]["skybox_width"] == 32 and results[False]["skybox_width"] > 32, "the skybox must differ"
     real, plain = results[False]["rows"], results[True]["rows"]

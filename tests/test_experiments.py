@@ -21,25 +21,46 @@ from pathlib import Path
 import pytest
 import torch
 import tyro
-from conftest import ROOT, load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
 import plot
 import sweep
+from conftest import ROOT, load
 
 EXPERIMENTS = ROOT / "experiments"
 OURS = ("ppo_lag", "trpo_lag", "ppo_lag_shapo", "trpo_lag_shapo", "plot", "sweep", "evaluate")
-PYTHON_FILES = ("omnisafe/omnisafe_ablation.py", "omnisafe/omnisafe_equivalence.py", "omnisafe/omnisafe_tables.py",
-                "omnisafe/omnisafe_trpolag.py", "sensitivity.py", "release_falls/compare.py",
-                "release_falls/init_falls.py", "release_falls/release_init.py", "release_falls/run_release.py",
-                "reweighting/reweighting.py", "diagnostics_overhead/diagnostics_overhead.py")
+PYTHON_FILES = (
+    "omnisafe/omnisafe_ablation.py",
+    "omnisafe/omnisafe_equivalence.py",
+    "omnisafe/omnisafe_tables.py",
+    "omnisafe/omnisafe_trpolag.py",
+    "sensitivity.py",
+    "release_falls/compare.py",
+    "release_falls/init_falls.py",
+    "release_falls/release_init.py",
+    "release_falls/run_release.py",
+    "reweighting/reweighting.py",
+    "diagnostics_overhead/diagnostics_overhead.py",
+)
 # those that import without OmniSafe or the release, and how their command line is read
-COMMAND_LINES = {"omnisafe/omnisafe_tables.py": "Args", "sensitivity.py": "Args", "reweighting/reweighting.py": "Args",
-                 "diagnostics_overhead/diagnostics_overhead.py": "Args", "release_falls/compare.py": "main",
-                 "omnisafe/omnisafe_ablation.py": None}
-SHELL_SCRIPTS = ("evidence/run.sh", "init_falls/run.sh", "omnisafe/run.sh", "release_falls/run.sh",
-                 "sensitivity/run.sh", "walker10/run.sh", "reweighting/run.sh")
+COMMAND_LINES = {
+    "omnisafe/omnisafe_tables.py": "Args",
+    "sensitivity.py": "Args",
+    "reweighting/reweighting.py": "Args",
+    "diagnostics_overhead/diagnostics_overhead.py": "Args",
+    "release_falls/compare.py": "main",
+    "omnisafe/omnisafe_ablation.py": None,
+}
+SHELL_SCRIPTS = (
+    "evidence/run.sh",
+    "init_falls/run.sh",
+    "omnisafe/run.sh",
+    "release_falls/run.sh",
+    "sensitivity/run.sh",
+    "walker10/run.sh",
+    "reweighting/run.sh",
+)
 # files that use a training script under a name they do not import it as (its functions take the loaded copy)
 EXTRA_ALIASES = {"omnisafe/omnisafe_ablation.py": {"trpo_lag": "trpo_lag"}}
 
@@ -210,12 +231,22 @@ def test_ablation_patches_train_a_tiny_run(tmp_path, monkeypatch):
 def test_reweighting_study_on_a_tiny_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shapo = load("trpo_lag_shapo")
-    shapo.main(shapo.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400, save_model=True,
-                          lagrangian="pid", cost_limit=0.0))
+    shapo.main(
+        shapo.Args(
+            env_id="Walker2d-v4",
+            num_envs=2,
+            steps_per_epoch=200,
+            total_timesteps=400,
+            save_model=True,
+            lagrangian="pid",
+            cost_limit=0.0,
+        )
+    )
     (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.pt")
     study = load_experiment("reweighting/reweighting.py")
-    args = study.Args(checkpoints=(f"tiny={checkpoint}",), delta_downs=(1e-5, 1e-4), steps=400,
-                      out_dir=str(tmp_path / "out"))
+    args = study.Args(
+        checkpoints=(f"tiny={checkpoint}",), delta_downs=(1e-5, 1e-4), steps=400, out_dir=str(tmp_path / "out")
+    )
     rows = table_rows(study.main(args))[1:]
     assert [row[0] for row in rows] == ["tiny", "tiny"] and [float(row[4]) for row in rows] == [1e-5, 1e-4]
     assert all(0 < float(row[5]) <= float(row[4]) for row in rows)  # the KL reached, inside the ball
@@ -236,11 +267,17 @@ def test_omnisafe_tables_on_synthetic_runs(tmp_path):
     for seed, (returns, evaluation) in enumerate((([900, 1100], 1000.0), ([1200, 1400], 1500.0))):
         episodes = [(last - 100 * (2 - k), r, 20.0) for k, r in enumerate(returns)]
         extra = [("eval/mean_return", evaluation, last), ("eval/mean_cost", 24.0, last)]
-        write_run(tmp_path / "runs", f"SafetyHopperVelocity-v1__trpo_lag_omnisafe1m__{seed}__1700000000", episodes,
-                  [(512_000, 10.0), (last, 20.0)], extra)
+        write_run(
+            tmp_path / "runs",
+            f"SafetyHopperVelocity-v1__trpo_lag_omnisafe1m__{seed}__1700000000",
+            episodes,
+            [(512_000, 10.0), (last, 20.0)],
+            extra,
+        )
     table = tmp_path / "omnisafe1m.md"
-    tables.main(parse(tables.Args, ["--runs-dir", str(tmp_path / "runs"), "--table", str(table),
-                                    "--last-episodes", "2"]))
+    tables.main(
+        parse(tables.Args, ["--runs-dir", str(tmp_path / "runs"), "--table", str(table), "--last-episodes", "2"])
+    )
     (row,) = table_rows(table.read_text())[1:]
     # algorithm, task, seeds, OmniSafe's return, eval. return (mean ± std over seeds), training return
     assert row[:3] == ["trpo_lag", "SafetyHopperVelocity-v1", "2"]
@@ -251,8 +288,12 @@ def test_sensitivity_figure_and_paired_table(tmp_path):
     sensitivity = load_experiment("sensitivity.py")
     runs = tmp_path / "runs"
     # (rho, delta) -> per seed: final return, cumulative cost at step 300
-    grid = {("0", "0"): [(10, 30), (20, 60)], ("0", "1e-05"): [(15, 27), (23, 66)],
-            ("0.05", "0"): [(40, 10), (50, 20)], ("0.05", "1e-05"): [(30, 12), (50, 20)]}
+    grid = {
+        ("0", "0"): [(10, 30), (20, 60)],
+        ("0", "1e-05"): [(15, 27), (23, 66)],
+        ("0.05", "0"): [(40, 10), (50, 20)],
+        ("0.05", "1e-05"): [(30, 12), (50, 20)],
+    }
     for (rho, delta), per_seed in grid.items():
         for seed, (final_return, cost) in enumerate(per_seed):
             episodes = [(50, final_return, 1), (150, final_return, 1), (250, final_return, 1), (350, 1e6, 1)]
@@ -276,8 +317,12 @@ def test_compare_release_falls_on_synthetic_tallies(tmp_path, capsys):
     header = "epoch,vec_step,env,return,length,terminated,truncated\n"
     for seed in (0, 1):
         (tmp_path / f"release_seed{seed}.csv").write_text(header + "1,0,0,1.0,10,1,0\n" * (seed + 1))
-        write_run(tmp_path / "runs", f"Walker2d-v4__trpo_lag_pid__{seed}__1700000000", [(10_000, 1, 1)],
-                  list(zip((20_000, 40_000, 60_000, 80_000), (5, 8, 10, 11 + 2 * seed))))
+        write_run(
+            tmp_path / "runs",
+            f"Walker2d-v4__trpo_lag_pid__{seed}__1700000000",
+            [(10_000, 1, 1)],
+            list(zip((20_000, 40_000, 60_000, 80_000), (5, 8, 10, 11 + 2 * seed))),
+        )
     compare.main(out_dir=str(tmp_path))
     rows = table_rows(capsys.readouterr().out)
     assert rows[1] == ["0", "1 (1 / 0 / 0 / 0)", "11 (5 / 3 / 2 / 1)"]
@@ -347,8 +392,9 @@ def shell_runs(tmp_path_factory):
             (out / "runs" / EVIDENCE_CHECKPOINT / "checkpoint.pt").touch()
         env = {key: value for key, value in os.environ.items() if key not in ("WORKERS", "STEPS", "SEEDS")}
         env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", RECORDER_LOG=str(log), TMPDIR=str(base), SEEDS="3")
-        done = subprocess.run(["bash", str(repo / "experiments" / script), str(out)], env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            ["bash", str(repo / "experiments" / script), str(out)], env=env, capture_output=True, text=True, timeout=120
+        )
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         calls = [(*called(record, repo), record) for record in records]  # (what ran, argv after it, record)
         runs[script] = types.SimpleNamespace(returncode=done.returncode, stderr=done.stderr, repo=repo, calls=calls)
@@ -401,23 +447,41 @@ CHECKS = {  # what a shell script may run -> check of its arguments (returns the
     "plot.py": lambda argv: parse(plot.Args, argv) and None,
     "evaluate.py": check_evaluate_call,
     "experiments/omnisafe/omnisafe_ablation.py": check_ablation_call,
-    "experiments/omnisafe/omnisafe_tables.py": lambda argv: parse(
-        load_experiment("omnisafe/omnisafe_tables.py").Args, argv) and None,
+    "experiments/omnisafe/omnisafe_tables.py": lambda argv: (
+        parse(load_experiment("omnisafe/omnisafe_tables.py").Args, argv) and None
+    ),
     "experiments/sensitivity.py": lambda argv: parse(load_experiment("sensitivity.py").Args, argv) and None,
-    "experiments/release_falls/compare.py": lambda argv: None if {a[2:].replace("-", "_") for a in argv
-    if a[:2] == "--"} <= set(inspect.signature(load_experiment("release_falls/compare.py").main).parameters) else argv,
+    "experiments/release_falls/compare.py": lambda argv: (
+        None
+        if {a[2:].replace("-", "_") for a in argv if a[:2] == "--"}
+        <= set(inspect.signature(load_experiment("release_falls/compare.py").main).parameters)
+        else argv
+    ),
     "experiments/release_falls/run_release.py": lambda argv: None,  # <falls_csv> -- <the release's flags>
     "experiments/release_falls/release_init.py": lambda argv: None if len(argv) == 1 and argv[0].isdigit() else argv,
-    "experiments/reweighting/reweighting.py": lambda argv: parse(
-        load_experiment("reweighting/reweighting.py").Args, argv) and None,
+    "experiments/reweighting/reweighting.py": lambda argv: (
+        parse(load_experiment("reweighting/reweighting.py").Args, argv) and None
+    ),
 }
 EXPECTED_CALLS = {
-    "evidence/run.sh": {"sweep.py", "evaluate.py", "experiments/omnisafe/omnisafe_ablation.py", "plot.py",
-                        "experiments/omnisafe/omnisafe_tables.py"},
+    "evidence/run.sh": {
+        "sweep.py",
+        "evaluate.py",
+        "experiments/omnisafe/omnisafe_ablation.py",
+        "plot.py",
+        "experiments/omnisafe/omnisafe_tables.py",
+    },
     "init_falls/run.sh": {"git", "sweep.py", "<592eaf5>/sweep.py", "-"},
     "omnisafe/run.sh": {"experiments/omnisafe/omnisafe_ablation.py", "experiments/omnisafe/omnisafe_tables.py"},
-    "release_falls/run.sh": {"git", "-m venv", "pip", "experiments/release_falls/run_release.py", "sweep.py",
-                             "experiments/release_falls/release_init.py", "experiments/release_falls/compare.py"},
+    "release_falls/run.sh": {
+        "git",
+        "-m venv",
+        "pip",
+        "experiments/release_falls/run_release.py",
+        "sweep.py",
+        "experiments/release_falls/release_init.py",
+        "experiments/release_falls/compare.py",
+    },
     "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity.py", "plot.py"},
     "walker10/run.sh": {"sweep.py", "plot.py"},
     "reweighting/run.sh": {"sweep.py", "experiments/reweighting/reweighting.py"},

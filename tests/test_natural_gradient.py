@@ -4,6 +4,7 @@ TRPO step (spec §4, §7), against explicitly built matrices."""
 import numpy as np
 import pytest
 import torch
+
 from conftest import TRPO_SCRIPTS, explicit_fisher, flat, load, synthetic_batch
 
 
@@ -80,8 +81,9 @@ def test_zero_gradient_gives_a_zero_step(name):
     x = module.conjugate_gradient(fvp, torch.zeros(flat(actor).numel()), iters=15)
     assert torch.equal(x, torch.zeros_like(x))
     before = flat(actor)
-    update = module.trpo_update(actor, {**batch, "adv": torch.zeros(len(batch["obs"]))}, module.Args(),
-                                *([1e-5] if "shapo" in name else []))
+    update = module.trpo_update(
+        actor, {**batch, "adv": torch.zeros(len(batch["obs"]))}, module.Args(), *([1e-5] if "shapo" in name else [])
+    )
     assert torch.equal(flat(actor), before) and update["losses/approx_kl"] == 0.0
 
 
@@ -98,6 +100,19 @@ def test_exact_damped_fisher_solve_equals_explicit_inverse(hidden, batch_size, a
         x, curvature = solve(g)
         torch.testing.assert_close(x, torch.linalg.solve(damped, g), rtol=1e-8, atol=1e-10)
         assert curvature.item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
+
+
+@pytest.mark.parametrize("activation", (torch.nn.ReLU, torch.nn.ELU))
+def test_exact_solve_refuses_an_actor_it_was_not_written_for(activation):
+    """The solve backpropagates tanh's derivative by hand: with another activation the explicit Fisher differs from
+    what it would compute, and it raises TypeError instead of returning a wrong x."""
+    module = load("ppo_lag_shapo")
+    actor, batch = synthetic_batch(module, obs_dim=5, act_dim=2, batch=16, hidden=(8,), seed=2)
+    tanh_fisher = explicit_fisher(actor, batch["obs"])
+    actor.mean[1] = activation()
+    assert not torch.allclose(explicit_fisher(actor, batch["obs"]), tanh_fisher)  # the swap matters
+    with pytest.raises(TypeError, match="Linear, Tanh, ..., Linear"):
+        module.damped_fisher_solve_fn(actor, batch["obs"])
 
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)

@@ -11,10 +11,10 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import ROOT
 from torch.utils.tensorboard import SummaryWriter
 
 import plot
+from conftest import ROOT
 
 ENV = "TestEnv-v0"
 EPOCH_ENDS = (100, 200, 300, 400)
@@ -83,8 +83,9 @@ def parse_cell(cell):
 
 def test_table_mean_and_interval_over_seeds(runs_dir, tmp_path, capsys):
     table_file = tmp_path / "results.md"
-    tables = plot.main(plot.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "docs"), last_episodes=2,
-                                 table=str(table_file)))
+    tables = plot.main(
+        plot.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "docs"), last_episodes=2, table=str(table_file))
+    )
     # by hand, last 2 episodes of each run:
     #   algo_a: return (5+6)/2=5.5 and (8+10)/2=9 -> 7.25; cost (4+2)/2=3 and (3+0)/2=1.5 -> 2.25;
     #           cumulative 40 and 32 -> 36
@@ -109,11 +110,19 @@ def test_table_columns_state_seeds_steps_direction_and_bootstrap(tmp_path):
         write_constant_run(runs, "ppo_lag_shapo", seed, 3.0 + seed, 1.0, 5.0)
     table = plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs"), last_episodes=3))[ENV]
     rows = table_rows(table)
-    assert rows["algorithm"] == ["seeds", "env steps", "final return ↑ (last 3 ep.)",
-                                 "final episodic cost ↓ (last 3 ep.)", "cumulative training cost ↓"]
-    assert rows["SHAPO − base"] == ["seeds (SHAPO / base)", "Δ final return (> 0: SHAPO better)",
-                                    "Δ final episodic cost (< 0: SHAPO better)",
-                                    "Δ cumulative training cost (< 0: SHAPO better)"]
+    assert rows["algorithm"] == [
+        "seeds",
+        "env steps",
+        "final return ↑ (last 3 ep.)",
+        "final episodic cost ↓ (last 3 ep.)",
+        "cumulative training cost ↓",
+    ]
+    assert rows["SHAPO − base"] == [
+        "seeds (SHAPO / base)",
+        "Δ final return (> 0: SHAPO better)",
+        "Δ final episodic cost (< 0: SHAPO better)",
+        "Δ cumulative training cost (< 0: SHAPO better)",
+    ]
     assert rows["ppo_lag"][:2] == ["2", "400"] and rows["ppo_lag_shapo"][:2] == ["2", "400"]
     assert rows["ppo_lag_shapo − ppo_lag"][0] == "2 / 2"
     assert "95 % CI: percentile bootstrap over seeds, 10000 resamples, random_state=0" in table
@@ -174,8 +183,13 @@ def test_shapo_difference_sign_and_marker(tmp_path):
             write_constant_run(runs, algorithm, seed, ret, cost, cumulative)
     rows = table_rows(plot.main(plot.Args(runs_dir=str(runs), out_dir=str(tmp_path / "docs")))[ENV])
     assert [name for name in rows if "−" in name] == [
-        "SHAPO − base", "ppo_lag_shapo − ppo_lag", "trpo_lag_shapo_pid − trpo_lag_pid", "SHAPO − base, paired",
-        "ppo_lag_shapo − ppo_lag (paired)", "trpo_lag_shapo_pid − trpo_lag_pid (paired)"]
+        "SHAPO − base",
+        "ppo_lag_shapo − ppo_lag",
+        "trpo_lag_shapo_pid − trpo_lag_pid",
+        "SHAPO − base, paired",
+        "ppo_lag_shapo − ppo_lag (paired)",
+        "trpo_lag_shapo_pid − trpo_lag_pid (paired)",
+    ]
 
     better = [parse_cell(cell) for cell in rows["ppo_lag_shapo − ppo_lag"][1:]]
     assert [point for point, *_ in better] == [10.0, -16.5, -106.25]  # differences of the means by hand
@@ -284,8 +298,9 @@ def test_cli_error_is_one_line(tmp_path):
         [sys.executable, str(ROOT / "plot.py"), "--runs-dir", str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"plot.py: error: no runs with episodes and charts/cumulative_cost "
-                                                  f"found under {str(tmp_path)!r}"]
+    assert result.stderr.strip().splitlines() == [
+        f"plot.py: error: no runs with episodes and charts/cumulative_cost found under {str(tmp_path)!r}"
+    ]
 
 
 def test_iqm_and_probability_of_improvement_by_hand():
@@ -329,8 +344,12 @@ def test_stratified_intervals_against_a_numpy_bootstrap():
 
 
 def test_baseline_pairs_by_name_and_by_grid_setting():
-    grid = ["trpo_lag_shapo-delta_down=0-critic_sam_rho=0", "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0",
-            "trpo_lag_shapo-delta_down=0-critic_sam_rho=0.05", "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0.05"]
+    grid = [
+        "trpo_lag_shapo-delta_down=0-critic_sam_rho=0",
+        "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0",
+        "trpo_lag_shapo-delta_down=0-critic_sam_rho=0.05",
+        "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0.05",
+    ]
     names = ["ppo_lag", *grid, "trpo_lag_shapo-delta_down=1e-5-critic_sam_rho=0.1"]  # the last has no twin
     assert plot.baseline_pairs(names, "delta-down=0") == [(grid[0], grid[1]), (grid[2], grid[3])]
     assert plot.baseline_pairs(names, "delta_down=0") == [(grid[0], grid[1]), (grid[2], grid[3])]
@@ -344,8 +363,10 @@ def test_grid_columns_baseline_pairs_and_statistics_per_task_and_across_tasks(tm
     runs, other_env = tmp_path / "runs", "OtherEnv-v0"
     base, shapo = "trpo_lag_shapo-delta_down=0", "trpo_lag_shapo-delta_down=1e-4"
     values = {  # (env, algorithm): per seed (final return, cumulative cost)
-        (ENV, base): [(10, 100), (20, 300)], (ENV, shapo): [(30, 200), (20, 400)],
-        (other_env, base): [(0, 50), (4, 50)], (other_env, shapo): [(2, 10), (8, 90)],
+        (ENV, base): [(10, 100), (20, 300)],
+        (ENV, shapo): [(30, 200), (20, 400)],
+        (other_env, base): [(0, 50), (4, 50)],
+        (other_env, shapo): [(2, 10), (8, 90)],
     }
     for (env, algorithm), seeds in values.items():
         for seed, (ret, cumulative) in enumerate(seeds):
@@ -355,14 +376,19 @@ def test_grid_columns_baseline_pairs_and_statistics_per_task_and_across_tasks(tm
 
     lines = tables[ENV].splitlines()
     assert lines[4].startswith("| algorithm | delta-down | seeds | env steps |")
-    assert [line.split(" | ")[:3] for line in lines[6:8]] == [["| trpo_lag_shapo", "0", "2"],
-                                                              ["| trpo_lag_shapo", "1e-4", "2"]]
+    assert [line.split(" | ")[:3] for line in lines[6:8]] == [
+        ["| trpo_lag_shapo", "0", "2"],
+        ["| trpo_lag_shapo", "1e-4", "2"],
+    ]
     rows = table_rows(tables[ENV])
     assert rows["algorithm − baseline"][0] == "seeds (algorithm / baseline)"
     assert parse_cell(rows[f"{shapo} − {base}"][1])[0] == 10.0  # 25 - 15
     # per seed: return 30 - 10 and 20 - 20, episodic cost 0 and 0, cumulative cost 200 - 100 and 400 - 300
-    assert rows[f"{shapo} − {base} (paired)"][1:] == ["+10.00 [+0.00, +20.00]", "+0.00 [+0.00, +0.00]",
-                                                      "+100.00 [+100.00, +100.00] *"]
+    assert rows[f"{shapo} − {base} (paired)"][1:] == [
+        "+10.00 [+0.00, +20.00]",
+        "+0.00 [+0.00, +0.00]",
+        "+100.00 [+100.00, +100.00] *",
+    ]
 
     # per task, by hand: P(return > base's) over the 4 pairs of runs: 30 > 10, 30 > 20, 20 > 10, 20 = 20 -> 3.5 / 4;
     # P(cost < base's): 200 < 300 only -> 1 / 4. IQM of 2 runs: their mean.
@@ -385,9 +411,23 @@ def test_grid_columns_baseline_pairs_and_statistics_per_task_and_across_tasks(tm
 
 def test_bad_baseline_is_a_one_line_error(tmp_path):
     write_constant_run(tmp_path, "ppo_lag", 0, 1.0, 1.0, 1.0)
-    result = subprocess.run([sys.executable, str(ROOT / "plot.py"), "--runs-dir", str(tmp_path), "--out-dir",
-                             str(tmp_path / "out"), "--baseline", "delta-down=0"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "plot.py"),
+            "--runs-dir",
+            str(tmp_path),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--baseline",
+            "delta-down=0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == ["plot.py: error: --baseline 'delta-down=0' is neither one of the "
-                                                  "algorithms found (ppo_lag) nor a grid setting FLAG=VALUE that "
-                                                  "pairs any of them"]
+    assert result.stderr.strip().splitlines() == [
+        "plot.py: error: --baseline 'delta-down=0' is neither one of the "
+        "algorithms found (ppo_lag) nor a grid setting FLAG=VALUE that "
+        "pairs any of them"
+    ]

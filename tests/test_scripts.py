@@ -9,15 +9,26 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, SHAPO_SCRIPTS, load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, SCRIPTS, SHAPO_SCRIPTS, load
 
 TINY = ["--total-timesteps", "200", "--steps-per-epoch", "100", "--num-envs", "2", "--max-episode-steps", "40"]
 COMMON_TAGS = {
-    "charts/episodic_return", "charts/episodic_cost", "charts/episodic_length", "charts/lagrange_multiplier",
-    "charts/Jc", "charts/cumulative_cost", "charts/cost_rate", "charts/SPS",
-    "losses/policy_loss", "losses/reward_critic_loss", "losses/cost_critic_loss", "losses/approx_kl",
-    "perf/rollout_seconds", "perf/update_seconds",
+    "charts/episodic_return",
+    "charts/episodic_cost",
+    "charts/episodic_length",
+    "charts/lagrange_multiplier",
+    "charts/Jc",
+    "charts/cumulative_cost",
+    "charts/cost_rate",
+    "charts/SPS",
+    "losses/policy_loss",
+    "losses/reward_critic_loss",
+    "losses/cost_critic_loss",
+    "losses/approx_kl",
+    "perf/rollout_seconds",
+    "perf/update_seconds",
 }
 EXTRA_TAGS = {
     "ppo_lag": {"losses/update_epochs"},
@@ -25,9 +36,17 @@ EXTRA_TAGS = {
     "ppo_lag_shapo": {"losses/update_epochs"},
     "trpo_lag_shapo": {"trpo/step_fraction", "trpo/backtracks"},
 }
-SHAPO_TAGS = {"shapo/kl", "shapo/perturbation_norm", "shapo/backtracks", "shapo/cos_sim", "shapo/delta_down",
-              "shapo/w_mean_negative_adv", "shapo/w_mean_positive_adv", "shapo/adv_weighted_log_w",
-              "shapo/rank_corr_w_logp_negative_adv"}
+SHAPO_TAGS = {
+    "shapo/kl",
+    "shapo/perturbation_norm",
+    "shapo/backtracks",
+    "shapo/cos_sim",
+    "shapo/delta_down",
+    "shapo/w_mean_negative_adv",
+    "shapo/w_mean_positive_adv",
+    "shapo/adv_weighted_log_w",
+    "shapo/rank_corr_w_logp_negative_adv",
+}
 
 
 def run_script(name, *flags, cwd):
@@ -60,8 +79,20 @@ def test_script_trains_end_to_end_on_point_goal(name, tmp_path):
 
 def test_shapo_trpo_trains_on_ant_with_every_option(tmp_path):
     result = run_script(
-        "trpo_lag_shapo", "--env-id", "Ant-v4", "--total-timesteps", "1000", "--steps-per-epoch", "500",
-        "--num-envs", "2", "--critic-sam-rho", "0.05", "--pessimism-schedule", "prop5", cwd=tmp_path,
+        "trpo_lag_shapo",
+        "--env-id",
+        "Ant-v4",
+        "--total-timesteps",
+        "1000",
+        "--steps-per-epoch",
+        "500",
+        "--num-envs",
+        "2",
+        "--critic-sam-rho",
+        "0.05",
+        "--pessimism-schedule",
+        "prop5",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -75,8 +106,20 @@ def test_shapo_trpo_trains_on_ant_with_every_option(tmp_path):
 def test_pid_lagrangian_end_to_end(name, tmp_path):
     """--lagrangian pid (spec §8): Walker2d falls cost 1 each, so with cost limit 0 lambda climbs."""
     result = run_script(
-        name, "--env-id", "Walker2d-v4", "--total-timesteps", "600", "--steps-per-epoch", "200", "--num-envs", "2",
-        "--cost-limit", "0", "--lagrangian", "pid", cwd=tmp_path,
+        name,
+        "--env-id",
+        "Walker2d-v4",
+        "--total-timesteps",
+        "600",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+        "--cost-limit",
+        "0",
+        "--lagrangian",
+        "pid",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -94,13 +137,13 @@ BAD_FLAGS = {
     "budget below one epoch": (["--total-timesteps", "10"], "at most --total-timesteps (10)"),
     "negative cost limit": (["--cost-limit", "-1"], "--cost-limit must be >= 0"),
     "zero learning rate": (["--critic-lr", "0"], "--critic-lr must be positive"),
-    "negative multiplier": (["--lagrangian-multiplier-init", "-0.1"], "--lagrangian-multiplier-init must be >= 0"),
+    "negative multiplier": (["--lagrange-multiplier-init", "-0.1"], "--lagrange-multiplier-init must be >= 0"),
     "discount above 1": (["--gamma", "1.5"], "need 0 < --gamma <= 1"),
     "zero-step episodes": (["--max-episode-steps", "0"], "--max-episode-steps must be positive"),
     "infinite cost limit": (["--cost-limit", "inf"], "--cost-limit must be a finite number, got inf"),
     "nan discount": (["--gamma", "nan"], "--gamma must be a finite number, got nan"),
     "infinite learning rate": (["--critic-lr", "inf"], "--critic-lr must be a finite number"),
-    "negative infinite multiplier": (["--lagrangian-multiplier-init", "-inf"], "must be a finite number, got -inf"),
+    "negative infinite multiplier": (["--lagrange-multiplier-init", "-inf"], "must be a finite number, got -inf"),
 }
 
 
@@ -129,7 +172,11 @@ def test_bad_flags_are_rejected_before_anything_runs(name, case):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_bad_flag_exits_with_one_line_and_writes_nothing(name, tmp_path):
-    for flags in (["--env-id", "NoSuchTask-v0"], ["--num-envs", "3", "--steps-per-epoch", "1000"], ["--target-kl", "nan"]):
+    for flags in (
+        ["--env-id", "NoSuchTask-v0"],
+        ["--num-envs", "3", "--steps-per-epoch", "1000"],
+        ["--target-kl", "nan"],
+    ):
         result = run_script(name, *flags, cwd=tmp_path)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
@@ -155,10 +202,14 @@ def test_bad_algorithm_flags_are_rejected(name, flags, message):
 
 
 @pytest.mark.parametrize("name", SHAPO_SCRIPTS)
-@pytest.mark.parametrize("flags", [["--delta-down", "-1e-5"], ["--pessimism-alpha", "0.7"], ["--critic-sam-rho", "-0.1"]])
+@pytest.mark.parametrize(
+    "flags", [["--delta-down", "-1e-5"], ["--pessimism-alpha", "0.7"], ["--critic-sam-rho", "-0.1"]]
+)
 def test_bad_shapo_flags_are_rejected(name, flags):
     module = load(name)
-    with pytest.raises(ValueError, match="need --delta-down >= 0, 0 < --pessimism-alpha < 0.5 and --critic-sam-rho >= 0"):
+    with pytest.raises(
+        ValueError, match="need --delta-down >= 0, 0 < --pessimism-alpha < 0.5 and --critic-sam-rho >= 0"
+    ):
         module.check_args(module.tyro.cli(module.Args, args=flags))
 
 
@@ -187,12 +238,29 @@ SHAPO_TERMS = ("delta_down", "critic_sam_rho", "pessimism", "NormalDist", "Calla
 @pytest.mark.parametrize(
     "vanilla, shapo, shapo_only, with_shapo_call, base_only",
     [
-        ("trpo_lag", "trpo_lag_shapo", {"reweighting_stats", "shapo_gradient", "pessimism_radius", "sam_critic_loss"},
-         {"imports", "Args", "check_args", "trpo_update", "critics_step", "train"}, set()),
-        ("ppo_lag", "ppo_lag_shapo",
-         {"flat_grad", "set_flat_params", "mean_kl", "damped_fisher_solve_fn", "reweighting_stats", "shapo_gradient", "pessimism_radius",
-          "sam_critic_loss"},
-         {"imports", "Args", "check_args", "ppo_step", "ppo_update", "train"}, {"ppo_losses"}),
+        (
+            "trpo_lag",
+            "trpo_lag_shapo",
+            {"reweighting_stats", "shapo_gradient", "pessimism_radius", "sam_critic_loss"},
+            {"imports", "Args", "check_args", "trpo_update", "critics_step", "train"},
+            set(),
+        ),
+        (
+            "ppo_lag",
+            "ppo_lag_shapo",
+            {
+                "flat_grad",
+                "set_flat_params",
+                "mean_kl",
+                "damped_fisher_solve_fn",
+                "reweighting_stats",
+                "shapo_gradient",
+                "pessimism_radius",
+                "sam_critic_loss",
+            },
+            {"imports", "Args", "check_args", "ppo_step", "ppo_update", "train"},
+            {"ppo_losses"},
+        ),
     ],
 )
 def test_shapo_scripts_differ_from_their_twins_by_shapo_only(vanilla, shapo, shapo_only, with_shapo_call, base_only):
@@ -203,15 +271,34 @@ def test_shapo_scripts_differ_from_their_twins_by_shapo_only(vanilla, shapo, sha
     assert set(base) - set(other) == base_only
     assert {key for key in set(base) & set(other) if base[key] != other[key]} == with_shapo_call
     for key in with_shapo_call:
-        assert any(term in other[key] for term in SHAPO_TERMS) and not any(term in base[key] for term in SHAPO_TERMS[:3])
+        assert any(term in other[key] for term in SHAPO_TERMS) and not any(
+            term in base[key] for term in SHAPO_TERMS[:3]
+        )
 
 
 def test_common_parts_are_identical_in_the_four_scripts():
     sources = [top_level_sources(name) for name in SCRIPTS]
     # each algorithm's own flags, imports, parts and update calls
-    common = set.intersection(*(set(s) for s in sources)) - {"imports", "Args", "check_args", "make_agent", "main", "train"}
-    assert {"make_env", "set_skybox", "rollout", "compute_gae", "make_batch", "cost_estimate", "Lagrange", "draw_seeds",
-            "load_checkpoint", "__main__"} <= common
+    common = set.intersection(*(set(s) for s in sources)) - {
+        "imports",
+        "Args",
+        "check_args",
+        "make_agent",
+        "main",
+        "train",
+    }
+    assert {
+        "make_env",
+        "set_skybox",
+        "rollout",
+        "compute_gae",
+        "make_batch",
+        "cost_estimate",
+        "Lagrange",
+        "draw_seeds",
+        "load_checkpoint",
+        "__main__",
+    } <= common
     for key in common:
         assert len({s[key] for s in sources}) == 1, f"{key} differs between the scripts"
     for key in ("flat_grad", "set_flat_params", "mean_kl"):
@@ -234,3 +321,18 @@ def test_networks_use_pytorch_default_initialisation(name):
         for layer, reference in zip(got, expected, strict=True):
             assert torch.equal(layer.weight, reference.weight) and torch.equal(layer.bias, reference.bias)
         assert torch.equal(actor.log_std, torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_no_statement_sets_more_than_three_names_at_once(name):
+    """Readability: a parallel assignment of more than three values (a, b, c, d = 1, 2, 3, 4) is split. Unpacking what
+    a call returns (obs, reward, cost, terminated, truncated, info = envs.step(...)) is the field's idiom and stays."""
+    tree = ast.parse((ROOT / f"{name}.py").read_text())
+    crowded = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+        for target in node.targets
+        if isinstance(target, ast.Tuple) and len(target.elts) > 3
+    ]
+    assert crowded == []

@@ -4,11 +4,13 @@ scripts' equivalence to their twins at delta_Down = 0 and rho_critic = 0."""
 import copy
 import math
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
+
 from conftest import SHAPO_SCRIPTS, at, explicit_fisher, flat, load, synthetic_batch
 
 
@@ -23,7 +25,9 @@ def shapo_problem(module, seed=0, batch=128):
             x = module.conjugate_gradient(fvp, g, 10)
             return x, x @ fvp(x)
     else:
-        surrogate = partial(module.ppo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"], clip_coef=0.2)
+        surrogate = partial(
+            module.ppo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"], clip_coef=0.2
+        )
         solve = module.damped_fisher_solve_fn(actor, data["obs"])
     return actor, data, surrogate, solve
 
@@ -49,7 +53,9 @@ def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_
     actor, data, surrogate, solve = shapo_problem(module, seed)
     theta0, obs = flat(actor), data["obs"]
     adam = torch.optim.Adam(actor.parameters())
-    g_tilde, epsilon, stats = module.shapo_gradient(actor, obs, data["act"], data["adv"], actor(obs), surrogate, solve, delta_down)
+    g_tilde, epsilon, stats = module.shapo_gradient(
+        actor, obs, data["act"], data["adv"], actor(obs), surrogate, solve, delta_down
+    )
 
     assert torch.equal(flat(actor), theta0), "theta0 must be restored exactly"
     assert not adam.state, "the perturbation must leave no trace in an optimiser"
@@ -62,7 +68,9 @@ def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_
     assert stats["shapo/backtracks"] < 10, "the KL check should pass before the fallback here"
     torch.testing.assert_close(g_tilde, gradient_eps)
     assert not torch.allclose(g_tilde, gradient0)
-    assert stats["shapo/cos_sim"] == pytest.approx(torch.cosine_similarity(gradient0, gradient_eps, dim=0).item(), abs=1e-9)
+    assert stats["shapo/cos_sim"] == pytest.approx(
+        torch.cosine_similarity(gradient0, gradient_eps, dim=0).item(), abs=1e-9
+    )
     assert stats["shapo/perturbation_norm"] == pytest.approx(epsilon.norm().item())
 
 
@@ -76,7 +84,14 @@ def test_perturbation_is_the_natural_gradient_step_to_the_ball_boundary(name):
     damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     delta_down = 1e-6
     _, epsilon, stats = module.shapo_gradient(
-        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, lambda g: exact_solve(damped, g), delta_down
+        actor,
+        data["obs"],
+        data["act"],
+        data["adv"],
+        actor(data["obs"]),
+        surrogate,
+        lambda g: exact_solve(damped, g),
+        delta_down,
     )
     assert stats["shapo/backtracks"] == 0
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
@@ -95,7 +110,9 @@ def test_the_scripts_own_solve_gives_the_step_scale(name):
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
     x, curvature = solve(gradient0)
     assert curvature.item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
-    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-6)
+    _, epsilon, stats = module.shapo_gradient(
+        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-6
+    )
     scale = 0.8 ** stats["shapo/backtracks"]
     torch.testing.assert_close(epsilon, -scale * math.sqrt(2e-6 / curvature.item()) * x, rtol=1e-6, atol=1e-12)
 
@@ -104,7 +121,9 @@ def test_the_scripts_own_solve_gives_the_step_scale(name):
 def test_zero_radius_gives_exactly_the_plain_gradient(name):
     module = load(name)
     actor, data, surrogate, solve = shapo_problem(module)
-    g_tilde, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 0.0)
+    g_tilde, epsilon, stats = module.shapo_gradient(
+        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 0.0
+    )
     plain = torch.autograd.grad(surrogate(actor(data["obs"])), tuple(actor.parameters()))
     assert torch.equal(g_tilde, torch.cat([g.reshape(-1) for g in plain]))
     assert epsilon.abs().max() == 0 and stats["shapo/kl"] == 0.0
@@ -117,7 +136,19 @@ def test_kl_fallback_when_no_backtrack_fits(name):
     runs = []
     for backtrack_steps in (10, 0):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
         actor, data, surrogate, solve = shapo_problem(module)
-        runs.append(module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-4, backtrack_steps))
+        runs.append(
+            module.shapo_gradient(
+                actor,
+                data["obs"],
+                data["act"],
+                data["adv"],
+                actor(data["obs"]),
+                surrogate,
+                solve,
+                1e-4,
+                backtrack_steps,
+            )
+        )
     (_, full, _), (_, fallback, stats) = runs
     assert stats["shapo/backtracks"] == 0
     torch.testing.assert_close(fallback, 0.1 * full)
@@ -189,8 +220,8 @@ def test_one_epoch_at_zero_radius_matches_the_base_algorithm(name, tmp_path, mon
     same = shapo.main(shapo.Args(**settings, delta_down=0.0))
     perturbed = shapo.main(shapo.Args(**settings))
     sam = shapo.main(shapo.Args(**settings, delta_down=0.0, critic_sam_rho=0.05))
-    assert base.lagrange.value > 0.001, "the multiplier should have risen"
-    assert base.lagrange.value == same.lagrange.value
+    assert base.lagrange.multiplier > 0.001, "the multiplier should have risen"
+    assert base.lagrange.multiplier == same.lagrange.multiplier
     for key in ("actor", "reward_critic", "cost_critic"):
         for p, q in zip(getattr(base, key).parameters(), getattr(same, key).parameters()):
             assert torch.equal(p, q), key
@@ -210,20 +241,33 @@ def test_prop5_radius_puts_the_linearised_objective_at_the_alpha_quantile(name, 
     module = load(name)
     act_dim, n = 3, 50_000
     actor, data = synthetic_batch(module, obs_dim=4, act_dim=act_dim, batch=64, hidden=(4,), seed=3)
-    surrogate = partial(module.trpo_surrogate if hasattr(module, "trpo_surrogate") else module.ppo_surrogate,
-                        act=data["act"], logp_old=data["logp"], adv=data["adv"],
-                        **({} if hasattr(module, "trpo_surrogate") else {"clip_coef": 0.2}))
+    surrogate = partial(
+        module.trpo_surrogate if hasattr(module, "trpo_surrogate") else module.ppo_surrogate,
+        act=data["act"],
+        logp_old=data["logp"],
+        adv=data["adv"],
+        **({} if hasattr(module, "trpo_surrogate") else {"clip_coef": 0.2}),
+    )
     jac = torch.autograd.functional.jacobian(lambda theta: at(actor, theta, data["obs"]).loc, flat(actor))  # [B, A, n]
     joint = torch.einsum("ban,bam,a->nm", jac, jac, actor.log_std.detach().exp() ** -2) / len(data["obs"])
     joint[:act_dim, :act_dim] += 2.0 * torch.eye(act_dim, dtype=torch.float64)  # log_std comes first in parameters()
     code_fisher = explicit_fisher(actor, data["obs"])  # the code's KL units: averaged over action dimensions
     delta = module.pessimism_radius(module.Args(pessimism_schedule="prop5", pessimism_alpha=alpha), 0, n, act_dim)
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
-    _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate,
-                                              lambda g: exact_solve(code_fisher, g), delta)
+    _, epsilon, stats = module.shapo_gradient(
+        actor,
+        data["obs"],
+        data["act"],
+        data["adv"],
+        actor(data["obs"]),
+        surrogate,
+        lambda g: exact_solve(code_fisher, g),
+        delta,
+    )
     assert stats["shapo/backtracks"] <= 1
-    quantile = 0.8 ** stats["shapo/backtracks"] * torch.distributions.Normal(0.0, math.sqrt(gradient0 @ torch.linalg.solve(joint, gradient0) / n)).icdf(
-        torch.tensor(alpha, dtype=torch.float64))
+    quantile = 0.8 ** stats["shapo/backtracks"] * torch.distributions.Normal(
+        0.0, math.sqrt(gradient0 @ torch.linalg.solve(joint, gradient0) / n)
+    ).icdf(torch.tensor(alpha, dtype=torch.float64))
     assert (gradient0 @ epsilon).item() == pytest.approx(quantile.item(), rel=1e-6)
 
 
@@ -252,8 +296,64 @@ def test_advantage_weighted_log_w_is_g_dot_epsilon_to_first_order(name):
     for delta_down in (1e-6, 1e-8):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
         actor, data, surrogate, solve = shapo_problem(module, seed=1)
         _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
-        _, epsilon, stats = module.shapo_gradient(actor, data["obs"], data["act"], data["adv"], actor(data["obs"]),
-                                                  surrogate, solve, delta_down)
+        _, epsilon, stats = module.shapo_gradient(
+            actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, delta_down
+        )
         first_order = (gradient0 @ epsilon).item()
         assert first_order < 0 and stats["shapo/adv_weighted_log_w"] < 0
         assert stats["shapo/adv_weighted_log_w"] == pytest.approx(first_order, rel=30 * math.sqrt(delta_down))
+
+
+def hand_g_tilde(actor, obs, surrogate, delta_down):
+    """g~ computed without the script: x = (F + 0.1 I)^-1 g with F built explicitly, epsilon to the KL ball's edge
+    (no backtracking needed: checked), and the gradient of the surrogate at theta0 + epsilon by autograd."""
+    theta0 = flat(actor)
+    _, g = value_and_gradient_at(actor, theta0, obs, surrogate)
+    x, curvature = exact_solve(explicit_fisher(actor, obs) + 0.1 * torch.eye(theta0.numel(), dtype=theta0.dtype), g)
+    epsilon = -math.sqrt(2.0 * delta_down / curvature) * x
+    with torch.no_grad():
+        kl = torch.distributions.kl_divergence(actor(obs), at(actor, theta0 + epsilon, obs)).mean().item()
+    assert kl <= delta_down
+    return g, value_and_gradient_at(actor, theta0 + epsilon, obs, surrogate)[1]
+
+
+def test_shapo_ppo_step_descends_along_the_perturbed_gradient():
+    """At delta_Down > 0 the actor's gradient that Adam receives in ppo_step is -g~, computed here by hand, and not
+    -g: the update uses the gradient at the perturbed actor."""
+    module = load("ppo_lag_shapo")
+    actor, data, surrogate, _ = shapo_problem(module, seed=1, batch=64)
+    critics = [module.mlp(3, 1).double(), module.mlp(3, 1).double()]
+    g, g_tilde = hand_g_tilde(actor, data["obs"], surrogate, 1e-3)
+    assert torch.nn.functional.cosine_similarity(g, g_tilde, dim=0) < 0.999  # a radius at which the two differ
+    optimizer = torch.optim.Adam([*actor.parameters(), *critics[0].parameters(), *critics[1].parameters()])
+    agent = SimpleNamespace(actor=actor, reward_critic=critics[0], cost_critic=critics[1], optimizer=optimizer)
+    received = []
+    optimizer.step = lambda: received.append(torch.cat([p.grad.reshape(-1) for p in actor.parameters()]))
+    minibatch = {
+        **data,
+        "target_reward": torch.zeros(64, dtype=torch.float64),
+        "target_cost": torch.zeros(64, dtype=torch.float64),
+    }
+    module.ppo_step(agent, minibatch, module.Args(max_grad_norm=1e9), 1e-3)
+    torch.testing.assert_close(received[0], -g_tilde, rtol=1e-6, atol=1e-9)
+    assert (received[0] + g).abs().max() > 100 * (received[0] + g_tilde).abs().max()
+
+
+def test_shapo_trpo_step_is_the_natural_gradient_of_the_perturbed_gradient():
+    """At delta_Down > 0 SHAPO-TRPO-Lag's full step is along (F + damping I)^-1 g~ with g~ computed here by hand;
+    the line search then scales it (a tiny actor of 10 parameters, so that 10 CG iterations nearly solve it)."""
+    module = load("trpo_lag_shapo")
+    actor, data = synthetic_batch(module, obs_dim=2, act_dim=1, batch=64, hidden=(2,), seed=3)
+    surrogate = partial(module.trpo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"])
+    theta0 = flat(actor)
+    assert theta0.numel() == 10
+    g, g_tilde = hand_g_tilde(actor, data["obs"], surrogate, 1e-3)
+    damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(10, dtype=torch.float64)
+    args = module.Args(cg_iters=10, target_kl=1e-3)
+    update = module.trpo_update(actor, data, args, 1e-3)
+    assert update["trpo/step_fraction"] > 0
+    step = flat(actor) - theta0
+    expected, plain = torch.linalg.solve(damped, g_tilde), torch.linalg.solve(damped, g)
+    cosine = partial(torch.nn.functional.cosine_similarity, dim=0)
+    # CG (10 iterations, OmniSafe's 1e-6 terms) solves both systems to about 1e-4; g's direction is 0.01 away
+    assert cosine(step, expected) > 0.9995 and cosine(step, expected) - cosine(step, plain) > 0.005

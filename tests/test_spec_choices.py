@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+
 from conftest import ROOT, SCRIPTS, TRPO_SCRIPTS, load
 
 COST_LIMIT, INIT = 25.0, 0.001
@@ -60,9 +61,9 @@ def test_scripts_multipliers_match_the_reference(script, costs):
     adam = module.Lagrange(COST_LIMIT, INIT, 0.035)
     for cost in costs:
         adam.update(cost)
-    assert adam.value == pytest.approx(adam_reference(costs), rel=1e-5)
+    assert adam.multiplier == pytest.approx(adam_reference(costs), rel=1e-5)
     if script in TRPO_SCRIPTS:
         pid = module.PIDLagrange(COST_LIMIT, INIT, 0.1, 0.01, 0.01)
         for cost in costs:
             pid.update(cost)
-        assert pid.value == pytest.approx(pid_reference(costs), rel=1e-9)
+        assert pid.multiplier == pytest.approx(pid_reference(costs), rel=1e-9)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+
 from conftest import ROOT, load
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -27,8 +28,14 @@ def ppo_agent_and_batch(module, seed=0, rows=200, obs_dim=5, act_dim=2, **flags)
     with torch.no_grad():
         dist = agent.actor(obs)
         act = dist.sample()
-    batch = {"obs": obs, "act": act, "logp": dist.log_prob(act).sum(-1), "adv": torch.randn(rows),
-             "target_reward": torch.randn(rows), "target_cost": torch.randn(rows)}
+    batch = {
+        "obs": obs,
+        "act": act,
+        "logp": dist.log_prob(act).sum(-1),
+        "adv": torch.randn(rows),
+        "target_reward": torch.randn(rows),
+        "target_cost": torch.randn(rows),
+    }
     return agent, batch
 
 
@@ -47,7 +54,9 @@ def test_ppo_update_is_bit_for_bit_the_plain_minibatch_loop():
     stats = module.ppo_update(agent, batch, args, RUNNING)
 
     networks = (plain.actor, plain.reward_critic, plain.cost_critic)
-    optimizers = [torch.optim.Adam(net.parameters(), lr=lr, foreach=False) for net, lr in zip(networks, (1e-3, 2e-3, 2e-3))]
+    optimizers = [
+        torch.optim.Adam(net.parameters(), lr=lr, foreach=False) for net, lr in zip(networks, (1e-3, 2e-3, 2e-3))
+    ]
     params = [p for net in networks for p in net.parameters()]
     policy_losses = []
     torch.manual_seed(1)
@@ -80,8 +89,10 @@ def test_critic_updates_are_bit_for_bit_two_adams_clipped_one_by_one(name):
     plain = copy.deepcopy(agent)
     torch.manual_seed(3)
     module.update_critics(agent, batch, args, RUNNING)
-    optimizers = {name: torch.optim.Adam(getattr(plain, f"{name}_critic").parameters(), lr=args.critic_lr, foreach=False)
-                  for name in ("reward", "cost")}
+    optimizers = {
+        name: torch.optim.Adam(getattr(plain, f"{name}_critic").parameters(), lr=args.critic_lr, foreach=False)
+        for name in ("reward", "cost")
+    }
     torch.manual_seed(3)
     for _ in range(2):
         for mb in torch.randperm(len(batch["obs"])).split(64):
@@ -108,7 +119,10 @@ def test_compiled_ppo_update_matches_the_eager_one():
     compiled_stats = module.ppo_update(compiled, batch, module.Args(**{**vars(args), "compile": True}), RUNNING)
     names = ("actor", "reward_critic", "cost_critic")
     before = flat(*(getattr(ppo_agent_and_batch(module)[0], n) for n in names))
-    after_eager, after_compiled = flat(*(getattr(eager, n) for n in names)), flat(*(getattr(compiled, n) for n in names))
+    after_eager, after_compiled = (
+        flat(*(getattr(eager, n) for n in names)),
+        flat(*(getattr(compiled, n) for n in names)),
+    )
     assert (after_eager - before).abs().max() > 1e-3  # the update moved the networks
     torch.testing.assert_close(after_compiled, after_eager, rtol=0, atol=1e-5)
     assert compiled_stats["losses/policy_loss"] == pytest.approx(eager_stats["losses/policy_loss"], rel=1e-4, abs=1e-6)
@@ -132,8 +146,11 @@ def test_every_tensor_entering_the_update_is_on_the_run_device(name, device, tmp
 
     monkeypatch.setattr(module, update_name, recording_update)
     flags = {"update_epochs": 1} if name.startswith("ppo") else {"critic_update_epochs": 1}
-    agent = module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=100, total_timesteps=200,
-                                    cuda=device == "cuda", **flags))
+    agent = module.main(
+        module.Args(
+            env_id="Walker2d-v4", num_envs=2, steps_per_epoch=100, total_timesteps=200, cuda=device == "cuda", **flags
+        )
+    )
     seen.extend(state.device.type for group in agent.optimizer.state.values() for state in group.values())
     assert len(seen) > 10 and set(seen) == {device}
 
@@ -143,15 +160,23 @@ def test_async_envs_give_the_same_data_as_the_envs_in_this_process(tmp_path, mon
     run with --async-envs goes on from the checkpoint as the in-process one does."""
     module = load("trpo_lag")
     monkeypatch.chdir(tmp_path)
-    settings = dict(env_id="SafetyPointGoal1-v0", num_envs=2, steps_per_epoch=200, max_episode_steps=60,
-                    critic_update_epochs=1, save_model=True)
+    settings = dict(
+        env_id="SafetyPointGoal1-v0",
+        num_envs=2,
+        steps_per_epoch=200,
+        max_episode_steps=60,
+        critic_update_epochs=1,
+        save_model=True,
+    )
     logged = []
     for async_envs in (False, True):
         (tmp_path / str(async_envs)).mkdir()
         monkeypatch.chdir(tmp_path / str(async_envs))
         module.main(module.Args(**settings, total_timesteps=400, async_envs=async_envs))
         (run_dir,) = (tmp_path / str(async_envs) / "runs").iterdir()
-        resume = module.Args(**settings, total_timesteps=600, async_envs=async_envs, resume=str(run_dir / "checkpoint.pt"))
+        resume = module.Args(
+            **settings, total_timesteps=600, async_envs=async_envs, resume=str(run_dir / "checkpoint.pt")
+        )
         module.main(resume, module.load_checkpoint(resume.resume, resume))
         logged.append(torch.load(run_dir / "checkpoint.pt", weights_only=False))
     assert logged[0]["global_step"] == 600 and logged[0]["cumulative_cost"] == logged[1]["cumulative_cost"]
@@ -179,10 +204,30 @@ def children(pid):
 def test_a_stop_with_async_envs_leaves_no_child_process(signum, tmp_path):
     """Ctrl-C (sent to the whole process group, as a terminal does) or SIGTERM (to the run only): the run writes
     its checkpoint and exits 0, and the env subprocesses are gone."""
-    flags = ["--env-id", "SafetyPointGoal1-v0", "--num-envs", "2", "--steps-per-epoch", "200", "--max-episode-steps", "60",
-             "--total-timesteps", "100000", "--critic-update-epochs", "1", "--async-envs", "--save-model"]
-    process = subprocess.Popen([sys.executable, "-u", str(ROOT / "trpo_lag.py"), *flags], cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    flags = [
+        "--env-id",
+        "SafetyPointGoal1-v0",
+        "--num-envs",
+        "2",
+        "--steps-per-epoch",
+        "200",
+        "--max-episode-steps",
+        "60",
+        "--total-timesteps",
+        "100000",
+        "--critic-update-epochs",
+        "1",
+        "--async-envs",
+        "--save-model",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(ROOT / "trpo_lag.py"), *flags],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     for line in process.stdout:
         if line.startswith("epoch 2/"):
             break
@@ -199,9 +244,18 @@ def test_a_stop_with_async_envs_leaves_no_child_process(signum, tmp_path):
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
 
 
-@pytest.mark.parametrize("name, step_function", [("ppo_lag", "ppo_step"), ("ppo_lag_shapo", "shapo_gradient"),
-                                                 ("trpo_lag", "critics_step"), ("trpo_lag_shapo", "critics_step")])
-def test_a_stop_during_the_update_abandons_it_and_keeps_the_epoch_boundary(name, step_function, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "name, step_function",
+    [
+        ("ppo_lag", "ppo_step"),
+        ("ppo_lag_shapo", "shapo_gradient"),
+        ("trpo_lag", "critics_step"),
+        ("trpo_lag_shapo", "critics_step"),
+    ],
+)
+def test_a_stop_during_the_update_abandons_it_and_keeps_the_epoch_boundary(
+    name, step_function, tmp_path, monkeypatch, capsys
+):
     """SIGTERM arriving at the 3rd minibatch of the second epoch's update: the update ends at the next minibatch,
     the run writes the checkpoint of that epoch's start (epoch 1) and returns; no later minibatch runs."""
     module = load(name)
@@ -220,11 +274,46 @@ def test_a_stop_during_the_update_abandons_it_and_keeps_the_epoch_boundary(name,
         flags = {"critic_update_epochs": 2, "critic_minibatch_size": 50}
     per_epoch = 2 * 4  # 2 passes of 200 / 50 minibatches
     monkeypatch.setattr(module, step_function, step_that_signals)
-    module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=1000, save_model=True,
-                            **flags))
+    module.main(
+        module.Args(
+            env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=1000, save_model=True, **flags
+        )
+    )
     out = capsys.readouterr().out
     (run_dir,) = (tmp_path / "runs").iterdir()
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert f"{name}.py: stopped by SIGTERM in epoch 2; last good checkpoint (step 200)" in out
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 200
     assert len(calls) == per_epoch + 3
+
+
+def test_benchmark_measures_the_limit_the_scripts_and_the_minibatch_step(tmp_path):
+    """benchmark.py on a tiny budget: a row for the limit and each script, and the SHAPO / PPO minibatch ratio."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmark.py"),
+            "--env-ids",
+            "Walker2d-v4",
+            "--num-envs",
+            "2",
+            "--steps",
+            "200",
+            "--epochs",
+            "1",
+            "--scripts",
+            "ppo_lag",
+            "ppo_lag_shapo",
+            "--passes",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert {"random actions (limit)", "ppo_lag", "ppo_lag_shapo", "eager"} <= set(rows)
+    ratio = float(result.stdout.strip().splitlines()[-1].split("|")[-2])
+    assert ratio > 1.0  # SHAPO's step does more than PPO's

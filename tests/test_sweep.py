@@ -13,10 +13,10 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import sweep as sweep_module
+from conftest import ROOT
 
 TINY = ["--total-timesteps", "400", "--steps-per-epoch", "200", "--num-envs", "2"]
 PROGRESS = re.compile(
@@ -113,12 +113,28 @@ def test_interrupted_run_resumes_in_its_folder(tiny_grid, tmp_path):
     stale = tmp_path / "runs" / "Walker2d-v4__ppo_lag__0__1"
     stale.mkdir()
     before = run_dirs(tmp_path)
-    result = sweep("--scripts", "ppo_lag", "trpo_lag_shapo", "--env-ids", "Walker2d-v4", "--seeds", "0",
-                   "--workers", "2", "--total-timesteps", "800", "--steps-per-epoch", "200", "--num-envs", "2",
-                   out_dir=tmp_path)
+    result = sweep(
+        "--scripts",
+        "ppo_lag",
+        "trpo_lag_shapo",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "0",
+        "--workers",
+        "2",
+        "--total-timesteps",
+        "800",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+        out_dir=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted((line["script"], line["resumed"], line["code"]) for line in progress_lines(result.stdout)) == [
-        ("ppo_lag", "400", "0"), ("trpo_lag_shapo", "400", "0")
+        ("ppo_lag", "400", "0"),
+        ("trpo_lag_shapo", "400", "0"),
     ]
     assert run_dirs(tmp_path) == before and not any(stale.iterdir())
     assert result.stderr.startswith("sweep.py: warning: left as they are: 1 run folder(s)"), result.stderr
@@ -133,11 +149,29 @@ def test_interrupted_run_resumes_in_its_folder(tiny_grid, tmp_path):
 
 def test_sigterm_stops_the_runs_at_a_checkpoint_and_a_rerun_completes_the_grid(tmp_path):
     # three runs of ten epochs, two at a time: stopped once both have logged their first epoch
-    flags = ["--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", "1", "2",
-             "--total-timesteps", "2000", "--steps-per-epoch", "200", "--num-envs", "2"]
+    flags = [
+        "--scripts",
+        "ppo_lag",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--total-timesteps",
+        "2000",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+    ]
     logs = [tmp_path / "sweep_logs" / f"ppo_lag__Walker2d-v4__{seed}.log" for seed in (0, 1, 2)]
-    proc = subprocess.Popen(sweep_command(*flags, "--workers", "2", out_dir=tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        sweep_command(*flags, "--workers", "2", out_dir=tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while sum(log.exists() and "epoch 1/" in log.read_text() for log in logs) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -165,7 +199,8 @@ def test_sigterm_stops_the_runs_at_a_checkpoint_and_a_rerun_completes_the_grid(t
     result = sweep(*flags, "--workers", "3", out_dir=tmp_path)  # three at a time only to be quicker
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted((line["seed"], line["resumed"], line["code"]) for line in progress_lines(result.stdout)) == [
-        *sorted((seed, str(step), "0") for seed, step in steps.items()), ("2", None, "0")
+        *sorted((seed, str(step), "0") for seed, step in steps.items()),
+        ("2", None, "0"),
     ]
     finished = run_dirs(tmp_path)
     assert len(finished) == 4 and set(stopped) < set(finished) and stale in finished and not any(stale.iterdir())
@@ -177,13 +212,27 @@ def test_sigterm_stops_the_runs_at_a_checkpoint_and_a_rerun_completes_the_grid(t
 def test_ray_backend_runs_and_skips_on_a_local_ray_instance(tmp_path):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (it is in requirements.txt)")
-    flags = ["--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", "1",
-             "--workers", "2", *TINY]
+    flags = [
+        "--backend",
+        "ray",
+        "--scripts",
+        "ppo_lag",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "0",
+        "1",
+        "--workers",
+        "2",
+        *TINY,
+    ]
     result = sweep(*flags, out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = progress_lines(result.stdout)
-    assert sorted((line["seed"], line["code"], line["resumed"]) for line in lines) == [("0", "0", None),
-                                                                                       ("1", "0", None)]
+    assert sorted((line["seed"], line["code"], line["resumed"]) for line in lines) == [
+        ("0", "0", None),
+        ("1", "0", None),
+    ]
     assert [global_step(p) for p in run_dirs(tmp_path)] == [400, 400]
     before = folder_state(tmp_path)
     again = sweep(*flags, out_dir=tmp_path)
@@ -194,9 +243,24 @@ def test_ray_backend_runs_and_skips_on_a_local_ray_instance(tmp_path):
 
 def test_failing_run_does_not_stop_the_others(tmp_path):
     # one worker and the failing run first in the grid: the good run must still start and finish
-    result = sweep("--scripts", "ppo_lag", "--env-ids", "NoSuchEnv-v0", "Walker2d-v4", "--seeds", "3",
-                   "--workers", "1", "--total-timesteps", "200", "--steps-per-epoch", "200", "--num-envs", "2",
-                   out_dir=tmp_path)
+    result = sweep(
+        "--scripts",
+        "ppo_lag",
+        "--env-ids",
+        "NoSuchEnv-v0",
+        "Walker2d-v4",
+        "--seeds",
+        "3",
+        "--workers",
+        "1",
+        "--total-timesteps",
+        "200",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+        out_dir=tmp_path,
+    )
     assert result.returncode != 0
     lines = progress_lines(result.stdout)
     assert [(line["env_id"], line["code"]) for line in lines] == [("NoSuchEnv-v0", "1"), ("Walker2d-v4", "0")]
@@ -208,8 +272,20 @@ def test_failing_run_does_not_stop_the_others(tmp_path):
 
 
 def test_exp_name_suffix_names_runs_and_logs_apart(tmp_path):
-    result = sweep("--scripts", "trpo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", "--exp-name-suffix", "pid",
-                   "--lagrangian", "pid", *TINY, out_dir=tmp_path)
+    result = sweep(
+        "--scripts",
+        "trpo_lag",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "0",
+        "--exp-name-suffix",
+        "pid",
+        "--lagrangian",
+        "pid",
+        *TINY,
+        out_dir=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert run_dir.name.startswith("Walker2d-v4__trpo_lag_pid__0__")
@@ -219,10 +295,13 @@ def test_exp_name_suffix_names_runs_and_logs_apart(tmp_path):
 
 def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
     # `import ray` fails where sys.modules maps it to None, installed or not
-    argv = sweep_command("--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", *TINY,
-                         out_dir=tmp_path)[1:]
-    hide_ray = (f"import runpy, sys; sys.modules['ray'] = None; sys.argv = {argv!r}; "
-                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    argv = sweep_command(
+        "--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "0", *TINY, out_dir=tmp_path
+    )[1:]
+    hide_ray = (
+        f"import runpy, sys; sys.modules['ray'] = None; sys.argv = {argv!r}; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     result = subprocess.run([sys.executable, "-c", hide_ray], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     stderr = result.stderr.strip().splitlines()
@@ -232,9 +311,26 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
 
 def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
     # two grid points of one script; then a larger budget resumes both in their folders; then both are skipped
-    flags = ["--scripts", "trpo_lag_shapo", "--env-ids", "Walker2d-v4", "--seeds", "0", "--workers", "2",
-             "--exp-name-suffix", "pid", "--grid", "delta-down=0,1e-4", "--steps-per-epoch", "200", "--num-envs", "2",
-             "--lagrangian", "pid"]
+    flags = [
+        "--scripts",
+        "trpo_lag_shapo",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "0",
+        "--workers",
+        "2",
+        "--exp-name-suffix",
+        "pid",
+        "--grid",
+        "delta-down=0,1e-4",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+        "--lagrangian",
+        "pid",
+    ]
     result = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     names = ["trpo_lag_shapo_pid-delta_down=0", "trpo_lag_shapo_pid-delta_down=1e-4"]
@@ -242,8 +338,10 @@ def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
     assert [p.name.rsplit("__", 1)[0] for p in folders] == [f"Walker2d-v4__{name}__0" for name in names]
     assert [torch.load(p / "checkpoint.pt", weights_only=False)["args"]["delta_down"] for p in folders] == [0.0, 1e-4]
     assert result.stdout.startswith("sweep: 2 runs (1 scripts x 1 envs x 1 seeds x 2 grid points)")
-    assert sorted(line["script"] for line in progress_lines(result.stdout)) == ["trpo_lag_shapo-delta_down=0",
-                                                                               "trpo_lag_shapo-delta_down=1e-4"]
+    assert sorted(line["script"] for line in progress_lines(result.stdout)) == [
+        "trpo_lag_shapo-delta_down=0",
+        "trpo_lag_shapo-delta_down=1e-4",
+    ]
     log = (tmp_path / "sweep_logs" / f"{names[1]}__Walker2d-v4__0.log").read_text()
     assert "--delta-down 1e-4" in log.splitlines()[0] and f"--exp-name {names[1]}" in log.splitlines()[0]
 
@@ -258,17 +356,37 @@ def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
 def test_grid_points_on_the_ray_backend_resume_in_their_folders(tmp_path):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (it is in requirements.txt)")
-    flags = ["--backend", "ray", "--scripts", "ppo_lag", "--env-ids", "Walker2d-v4", "--seeds", "1", "--workers", "2",
-             "--grid", "gamma=0.9,0.99", "--steps-per-epoch", "200", "--num-envs", "2"]
+    flags = [
+        "--backend",
+        "ray",
+        "--scripts",
+        "ppo_lag",
+        "--env-ids",
+        "Walker2d-v4",
+        "--seeds",
+        "1",
+        "--workers",
+        "2",
+        "--grid",
+        "gamma=0.9,0.99",
+        "--steps-per-epoch",
+        "200",
+        "--num-envs",
+        "2",
+    ]
     result = sweep(*flags, "--total-timesteps", "200", out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     folders = run_dirs(tmp_path)
-    assert [p.name.rsplit("__", 1)[0] for p in folders] == ["Walker2d-v4__ppo_lag-gamma=0.9__1",
-                                                            "Walker2d-v4__ppo_lag-gamma=0.99__1"]
+    assert [p.name.rsplit("__", 1)[0] for p in folders] == [
+        "Walker2d-v4__ppo_lag-gamma=0.9__1",
+        "Walker2d-v4__ppo_lag-gamma=0.99__1",
+    ]
     again = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted((line["script"], line["resumed"]) for line in progress_lines(again.stdout)) == [
-        ("ppo_lag-gamma=0.9", "200"), ("ppo_lag-gamma=0.99", "200")]
+        ("ppo_lag-gamma=0.9", "200"),
+        ("ppo_lag-gamma=0.99", "200"),
+    ]
     assert run_dirs(tmp_path) == folders and [global_step(p) for p in folders] == [400, 400]
 
 
@@ -276,11 +394,19 @@ def test_grid_points_on_the_ray_backend_resume_in_their_folders(tmp_path):
     "name, script, suffix, settings",
     [
         ("ppo_lag", "ppo_lag", "", {}),
-        ("trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0", "trpo_lag_shapo", "",
-         {"delta-down": "1e-4", "critic-sam-rho": "0"}),
+        (
+            "trpo_lag_shapo-delta_down=1e-4-critic_sam_rho=0",
+            "trpo_lag_shapo",
+            "",
+            {"delta-down": "1e-4", "critic-sam-rho": "0"},
+        ),
         # a suffix with '-', a value with '-' inside, a negative value
-        ("trpo_lag_shapo_a-b-pessimism_schedule=sqrt-epoch-cost_limit=-1", "trpo_lag_shapo", "a-b",
-         {"pessimism-schedule": "sqrt-epoch", "cost-limit": "-1"}),
+        (
+            "trpo_lag_shapo_a-b-pessimism_schedule=sqrt-epoch-cost_limit=-1",
+            "trpo_lag_shapo",
+            "a-b",
+            {"pessimism-schedule": "sqrt-epoch", "cost-limit": "-1"},
+        ),
     ],
 )
 def test_exp_name_of_a_grid_point_splits_back(name, script, suffix, settings):
@@ -294,8 +420,10 @@ def test_exp_name_of_a_grid_point_splits_back(name, script, suffix, settings):
     [
         (["--grid"], "--grid needs at least one FLAG=V1,V2,..."),
         (["--grid", "seed=1,2"], "--seed is set by the sweep for each run and cannot be in --grid"),
-        (["--scripts", "trpo_lag_shapo", "--grid", "delta-down=0,1e-4", "--delta-down", "0"],
-         "--delta-down is both in --grid and passed through"),
+        (
+            ["--scripts", "trpo_lag_shapo", "--grid", "delta-down=0,1e-4", "--delta-down", "0"],
+            "--delta-down is both in --grid and passed through",
+        ),
         (["--scripts", "ppo_lag", "--grid", "delta-down=0"], "--grid: --delta-down is not a flag of ppo_lag"),
         (["--scripts", "trpo_lag_shapo", "--grid", "delta-down"], "--grid takes FLAG=V1,V2,..."),
         (["--grid", "delta-down=1e-4,a__b"], "values take letters, digits, '.', '+' and '-' only, got 'a__b'"),

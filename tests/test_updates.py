@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import SCRIPTS, load, synthetic_batch
 from test_advantages import naive_gae
+
+from conftest import SCRIPTS, load, synthetic_batch
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -26,10 +27,19 @@ def test_make_batch_against_a_per_episode_computation(name):
     states = rng.normal(size=(steps + 1, envs, obs_dim))
     obs, next_obs = states[:-1], states[1:].copy()
     next_obs[terminated | truncated] = rng.normal(size=((terminated | truncated).sum(), obs_dim))
-    data = {key: torch.tensor(value, dtype=torch.float32) for key, value in {
-        "obs": obs, "act": rng.normal(size=(steps, envs, 2)), "logp": rng.normal(size=(steps, envs)), "next_obs": next_obs,
-        "reward": rng.normal(size=(steps, envs)), "cost": rng.integers(0, 2, size=(steps, envs)),
-        "terminated": terminated, "done": terminated | truncated}.items()}
+    data = {
+        key: torch.tensor(value, dtype=torch.float32)
+        for key, value in {
+            "obs": obs,
+            "act": rng.normal(size=(steps, envs, 2)),
+            "logp": rng.normal(size=(steps, envs)),
+            "next_obs": next_obs,
+            "reward": rng.normal(size=(steps, envs)),
+            "cost": rng.integers(0, 2, size=(steps, envs)),
+            "terminated": terminated,
+            "done": terminated | truncated,
+        }.items()
+    }
     torch.manual_seed(0)
     critics = {"reward": module.mlp(obs_dim, 1), "cost": module.mlp(obs_dim, 1)}
     args = module.Args()
@@ -51,7 +61,9 @@ def test_make_batch_against_a_per_episode_computation(name):
                     advantages[start : t + 1, env] = naive_gae([piece], args.gamma, args.gae_lambda)[0]
                     start = t + 1
         expected[name_] = advantages.reshape(-1)
-        np.testing.assert_allclose(batch[f"target_{name_}"].numpy(), (advantages + values).reshape(-1), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            batch[f"target_{name_}"].numpy(), (advantages + values).reshape(-1), rtol=1e-4, atol=1e-4
+        )
     a_r = (expected["reward"] - expected["reward"].mean()) / (expected["reward"].std(ddof=1) + 1e-8)
     a_c = expected["cost"] - expected["cost"].mean()
     np.testing.assert_allclose(batch["adv"].numpy(), (a_r - lam * a_c) / (1 + lam), rtol=1e-4, atol=1e-4)
@@ -94,8 +106,12 @@ def test_ppo_stops_after_the_pass_whose_kl_exceeds_the_target(name, target_kl, p
         before = actor(data["obs"])
         mean0, std0 = before.loc.numpy().copy(), before.scale.numpy().copy()
     critics = [module.mlp(3, 1), module.mlp(3, 1)]
-    agent = SimpleNamespace(actor=actor, reward_critic=critics[0], cost_critic=critics[1],
-                            optimizer=torch.optim.Adam([*actor.parameters(), *critics[0].parameters(), *critics[1].parameters()], lr=1e-3))
+    agent = SimpleNamespace(
+        actor=actor,
+        reward_critic=critics[0],
+        cost_critic=critics[1],
+        optimizer=torch.optim.Adam([*actor.parameters(), *critics[0].parameters(), *critics[1].parameters()], lr=1e-3),
+    )
     batch = {**data, "target_reward": torch.randn(64), "target_cost": torch.randn(64)}
     args = module.Args(update_epochs=4, minibatch_size=16, target_kl=target_kl)
     stats = module.ppo_update(agent, batch, args, SimpleNamespace(signal=None), *([1e-5] if "shapo" in name else []))
@@ -120,7 +136,7 @@ def record_updates(module, monkeypatch):
     def update(agent_or_actor, *rest):
         if is_ppo:
             calls[-1]["lr"] = agent_or_actor.optimizer.param_groups[0]["lr"]
-            calls[-1]["lambda_at_update"] = agent_or_actor.lagrange.value
+            calls[-1]["lambda_at_update"] = agent_or_actor.lagrange.multiplier
         return true_update(agent_or_actor, *rest)
 
     monkeypatch.setattr(module, "make_batch", make_batch)
@@ -135,8 +151,16 @@ def test_multiplier_is_updated_before_the_policy_each_epoch(name, tmp_path, monk
     module = load(name)
     monkeypatch.chdir(tmp_path)
     calls = record_updates(module, monkeypatch)
-    agent = module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, cost_limit=0.0,
-                                    **({"update_epochs": 2} if name == "ppo_lag" else {})))
+    agent = module.main(
+        module.Args(
+            env_id="Walker2d-v4",
+            num_envs=2,
+            steps_per_epoch=200,
+            total_timesteps=600,
+            cost_limit=0.0,
+            **({"update_epochs": 2} if name == "ppo_lag" else {}),
+        )
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -145,7 +169,7 @@ def test_multiplier_is_updated_before_the_policy_each_epoch(name, tmp_path, monk
     logged = [event.value for event in events.Scalars("charts/lagrange_multiplier")]
     lambdas = [call["batch_lambda"] for call in calls]
     assert len(lambdas) == 3 and lambdas[0] > 0.001 and lambdas[0] < lambdas[1] < lambdas[2]
-    assert lambdas == pytest.approx(logged, rel=1e-6) and lambdas[-1] == pytest.approx(agent.lagrange.value)
+    assert lambdas == pytest.approx(logged, rel=1e-6) and lambdas[-1] == pytest.approx(agent.lagrange.multiplier)
     if name == "ppo_lag":
         assert [call["lambda_at_update"] for call in calls] == lambdas
 
@@ -155,7 +179,9 @@ def test_ppo_actor_learning_rate_decays_linearly_over_the_epochs(tmp_path, monke
     module = load("ppo_lag")
     monkeypatch.chdir(tmp_path)
     calls = record_updates(module, monkeypatch)
-    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, update_epochs=1, learning_rate=1e-3, save_model=True)
+    settings = dict(
+        env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, update_epochs=1, learning_rate=1e-3, save_model=True
+    )
     module.main(module.Args(**settings, total_timesteps=800))
     assert [call["lr"] for call in calls] == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
     (run_dir,) = (tmp_path / "runs").iterdir()

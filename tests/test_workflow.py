@@ -19,21 +19,27 @@ import imageio
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, load
 
 WALKER = ["--env-id", "Walker2d-v4", "--num-envs", "2", "--steps-per-epoch", "200"]
 
 
 def start(name, flags, cwd):
     return subprocess.Popen(
-        [sys.executable, "-u", str(ROOT / f"{name}.py"), *flags], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-u", str(ROOT / f"{name}.py"), *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def run(name, flags, cwd):
-    return subprocess.run([sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{name}.py"), *flags], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def stop_after_first_epoch(process, signum):
@@ -87,11 +93,27 @@ def assert_same_state(a, b):
     "name, task_flags, signum",
     [
         ("trpo_lag_shapo", [*WALKER, "--total-timesteps", "800", "--lagrangian", "pid"], signal.SIGINT),
-        ("ppo_lag", ["--env-id", "SafetyPointGoal1-v0", "--num-envs", "2", "--steps-per-epoch", "120",
-                     "--max-episode-steps", "50", "--total-timesteps", "480"], signal.SIGTERM),
+        (
+            "ppo_lag",
+            [
+                "--env-id",
+                "SafetyPointGoal1-v0",
+                "--num-envs",
+                "2",
+                "--steps-per-epoch",
+                "120",
+                "--max-episode-steps",
+                "50",
+                "--total-timesteps",
+                "480",
+            ],
+            signal.SIGTERM,
+        ),
     ],
 )
-def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_same_way(name, task_flags, signum, tmp_path):
+def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_same_way(
+    name, task_flags, signum, tmp_path
+):
     """Stopped after its first epoch, a run exits 0 with one line and its epoch-boundary checkpoint;
     two resumes from copies of that checkpoint end identically, logging at the uninterrupted run's
     steps with nothing twice, and their counters carry on from the checkpoint's."""
@@ -110,7 +132,11 @@ def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_sam
 
     for label in ("a", "b"):
         shutil.copytree(run_dir, tmp_path / label / "runs" / run_dir.name)
-        resumed = run(name, [*flags, "--resume", str(tmp_path / label / "runs" / run_dir.name / "checkpoint.pt")], tmp_path / label)
+        resumed = run(
+            name,
+            [*flags, "--resume", str(tmp_path / label / "runs" / run_dir.name / "checkpoint.pt")],
+            tmp_path / label,
+        )
         assert resumed.returncode == 0, resumed.stderr
         assert f"epoch {checkpoint['epoch'] + 1}/" in resumed.stdout.splitlines()[0]
     ends = [final_parameters(only_run_dir(tmp_path / label)) for label in ("a", "b")]
@@ -121,7 +147,9 @@ def test_stop_keeps_the_last_good_checkpoint_and_a_resume_always_goes_on_the_sam
     assert logged[0] == logged[1]
     epoch_steps = [step for step, _ in logged[0]["charts/lagrange_multiplier"]]
     assert epoch_steps == list(range(steps_per_epoch, ends[0]["global_step"] + 1, steps_per_epoch))
-    assert [step for step, _ in logged[0]["charts/cumulative_cost"]][: checkpoint["epoch"]] == epoch_steps[: checkpoint["epoch"]]
+    assert [step for step, _ in logged[0]["charts/cumulative_cost"]][: checkpoint["epoch"]] == epoch_steps[
+        : checkpoint["epoch"]
+    ]
 
 
 @pytest.mark.parametrize("name, lagrangian", [("ppo_lag", "adam"), ("trpo_lag", "pid")])
@@ -131,8 +159,15 @@ def test_resume_restores_every_part_of_the_run(name, lagrangian, tmp_path, monke
     first observations."""
     module = load(name)
     monkeypatch.chdir(tmp_path)
-    settings = dict(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=400, save_model=True,
-                    cost_limit=0.0, **({"lagrangian": lagrangian} if lagrangian == "pid" else {}))
+    settings = dict(
+        env_id="Walker2d-v4",
+        num_envs=2,
+        steps_per_epoch=200,
+        total_timesteps=400,
+        save_model=True,
+        cost_limit=0.0,
+        **({"lagrangian": lagrangian} if lagrangian == "pid" else {}),
+    )
     module.main(module.Args(**settings))
     path = str(only_run_dir(tmp_path) / "checkpoint.pt")
     checkpoint = module.load_checkpoint(path, module.Args(**settings, resume=path))
@@ -141,7 +176,7 @@ def test_resume_restores_every_part_of_the_run(name, lagrangian, tmp_path, monke
     for key, part in vars(agent).items():
         if key != "normalizer":
             assert_same_state(part.state_dict(), checkpoint[key])
-    assert agent.lagrange.value > 0.001
+    assert agent.lagrange.multiplier > 0.001
     assert agent.normalizer.count == pytest.approx(checkpoint["normalizer"]["count"] + 2)
     assert agent.optimizer.state_dict()["state"]
     assert checkpoint["cost_window"] and checkpoint["mean_episode_cost"] == pytest.approx(1.0)  # J_c's window is kept
@@ -151,7 +186,10 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     logs = {}
     for label, seed in (("first", "1"), ("again", "1"), ("other", "2")):
         (tmp_path / label).mkdir()
-        assert run("ppo_lag_shapo", [*WALKER, "--total-timesteps", "400", "--seed", seed], tmp_path / label).returncode == 0
+        assert (
+            run("ppo_lag_shapo", [*WALKER, "--total-timesteps", "400", "--seed", seed], tmp_path / label).returncode
+            == 0
+        )
         logs[label] = scalars(only_run_dir(tmp_path / label))
     assert logs["first"] == logs["again"]
     assert logs["first"]["charts/episodic_return"] != logs["other"]["charts/episodic_return"]
@@ -220,9 +258,13 @@ def test_non_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "trpo_update", update_with_a_nan_loss_in_epoch_two)
     with pytest.raises(SystemExit) as stop:
-        module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True))
+        module.main(
+            module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True)
+        )
     message = str(stop.value.code)
-    assert message.startswith("trpo_lag.py: error: non-finite or invalid losses/policy_loss in epoch 2; last good checkpoint (step 200)")
+    assert message.startswith(
+        "trpo_lag.py: error: non-finite or invalid losses/policy_loss in epoch 2; last good checkpoint (step 200)"
+    )
     assert torch.load(only_run_dir(tmp_path) / "checkpoint.pt", weights_only=False)["global_step"] == 200
 
 
@@ -239,9 +281,21 @@ def bad_checkpoint_cases(checkpoint: Path, tmp_path: Path):
     return {
         "missing file": ("ppo_lag", [*WALKER, "--resume", str(tmp_path / "nope.pt")], "cannot read"),
         "corrupt file": ("ppo_lag", [*WALKER, "--resume", str(corrupt)], "cannot read"),
-        "another script": ("ppo_lag_shapo", [*WALKER, "--resume", str(checkpoint)], "is a checkpoint of ppo_lag.py, not of ppo_lag_shapo.py"),
-        "another task": ("ppo_lag", ["--resume", str(checkpoint), "--num-envs", "2", "--steps-per-epoch", "200"], "--env-id Walker2d-v4, not SafetyPointGoal1-v0"),
-        "other settings": ("ppo_lag", [*WALKER, "--resume", str(checkpoint), "--cost-limit", "10"], "--cost-limit 25.0, not 10.0"),
+        "another script": (
+            "ppo_lag_shapo",
+            [*WALKER, "--resume", str(checkpoint)],
+            "is a checkpoint of ppo_lag.py, not of ppo_lag_shapo.py",
+        ),
+        "another task": (
+            "ppo_lag",
+            ["--resume", str(checkpoint), "--num-envs", "2", "--steps-per-epoch", "200"],
+            "--env-id Walker2d-v4, not SafetyPointGoal1-v0",
+        ),
+        "other settings": (
+            "ppo_lag",
+            [*WALKER, "--resume", str(checkpoint), "--cost-limit", "10"],
+            "--cost-limit 25.0, not 10.0",
+        ),
         "zero save interval": ("ppo_lag", [*WALKER, "--save-every", "0"], "--save-every must be positive"),
     }
 
@@ -284,8 +338,16 @@ def test_non_finite_shapo_perturbation_stops_the_run_with_the_actor_restored(nam
     monkeypatch.setattr(module, solver, solver_with_a_nan_in_epoch_two)
     monkeypatch.setattr(module, "ppo_update" if name.startswith("ppo") else "trpo_update", update_recording_the_actor)
     with pytest.raises(SystemExit) as stop:
-        module.main(module.Args(env_id="Walker2d-v4", num_envs=2, steps_per_epoch=200, total_timesteps=600, save_model=True,
-                                **({"minibatch_size": 100, "update_epochs": 2} if name.startswith("ppo") else {})))
+        module.main(
+            module.Args(
+                env_id="Walker2d-v4",
+                num_envs=2,
+                steps_per_epoch=200,
+                total_timesteps=600,
+                save_model=True,
+                **({"minibatch_size": 100, "update_epochs": 2} if name.startswith("ppo") else {}),
+            )
+        )
     message = str(stop.value.code)
     assert message.startswith(f"{name}.py: error: non-finite or invalid ") and "\n" not in message
     assert "in epoch 2; last good checkpoint (step 200)" in message
@@ -294,8 +356,14 @@ def test_non_finite_shapo_perturbation_stops_the_run_with_the_actor_restored(nam
         assert torch.equal(value, epochs[-1][key]), key
 
 
-@pytest.mark.parametrize("name, flags", [("ppo_lag_shapo", ["--learning-rate", "1e30"]), ("trpo_lag", ["--lambda-lr", "1e308"]),
-                                         ("ppo_lag", ["--learning-rate", "1e30", "--max-grad-norm", "1e30"])])
+@pytest.mark.parametrize(
+    "name, flags",
+    [
+        ("ppo_lag_shapo", ["--learning-rate", "1e30"]),
+        ("trpo_lag", ["--lambda-lr", "1e308"]),
+        ("ppo_lag", ["--learning-rate", "1e30", "--max-grad-norm", "1e30"]),
+    ],
+)
 def test_absurd_finite_flags_end_in_one_line_not_a_traceback(name, flags, tmp_path):
     result = run(name, [*WALKER, "--total-timesteps", "600", "--cost-limit", "0", *flags], tmp_path)
     lines = result.stderr.strip().splitlines()
@@ -307,10 +375,26 @@ def test_evaluate_a_checkpoint_and_record_videos(tmp_path):
     """evaluate.py rebuilds the policy of the script named in the checkpoint (here with the PID multiplier, which
     evaluation does not need), runs its episodes from the evaluation seeds (the same twice: the same numbers), logs
     eval/ at the checkpoint's step and writes one MP4 with frames per episode."""
-    assert run("trpo_lag", [*WALKER, "--total-timesteps", "200", "--save-model", "--lagrangian", "pid"], tmp_path).returncode == 0
+    assert (
+        run(
+            "trpo_lag", [*WALKER, "--total-timesteps", "200", "--save-model", "--lagrangian", "pid"], tmp_path
+        ).returncode
+        == 0
+    )
     checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
-    evaluate = [sys.executable, str(ROOT / "evaluate.py"), str(checkpoint), "--episodes", "2", "--max-episode-steps", "15"]
-    results = [subprocess.run([*evaluate, *extra], capture_output=True, text=True, timeout=600) for extra in (["--capture-video"], [])]
+    evaluate = [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        str(checkpoint),
+        "--episodes",
+        "2",
+        "--max-episode-steps",
+        "15",
+    ]
+    results = [
+        subprocess.run([*evaluate, *extra], capture_output=True, text=True, timeout=600)
+        for extra in (["--capture-video"], [])
+    ]
     assert all(result.returncode == 0 for result in results), results[0].stderr
     assert results[0].stdout.startswith("Walker2d-v4 trpo_lag.py seed 0 step 200: 2 episodes | return ")
     assert results[0].stdout == results[1].stdout
@@ -318,7 +402,11 @@ def test_evaluate_a_checkpoint_and_record_videos(tmp_path):
     assert len(videos) == 2 and all(imageio.get_reader(video).count_frames() >= 2 for video in videos)
     assert [step for step, _ in scalars(checkpoint.parent)["eval/mean_return"]] == [200, 200]
     bad = subprocess.run([*evaluate[:2], str(tmp_path / "nope.pt")], capture_output=True, text=True, timeout=600)
-    assert bad.returncode != 0 and bad.stderr.strip().startswith("evaluate.py: error: cannot read") and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode != 0
+        and bad.stderr.strip().startswith("evaluate.py: error: cannot read")
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_evaluation_seeds_are_apart_from_every_training_env():

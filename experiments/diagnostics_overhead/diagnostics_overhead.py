@@ -52,8 +52,14 @@ def shares(name: str, args: Args) -> list:
         dist = actor(obs)
         act = dist.sample()
         logp = dist.log_prob(act).sum(-1)
-    batch = {"obs": obs, "act": act, "logp": logp, "adv": torch.randn(args.batch), "target_reward": torch.randn(args.batch),
-             "target_cost": torch.randn(args.batch)}
+    batch = {
+        "obs": obs,
+        "act": act,
+        "logp": logp,
+        "adv": torch.randn(args.batch),
+        "target_reward": torch.randn(args.batch),
+        "target_cost": torch.randn(args.batch),
+    }
     timings = []
     for _ in range(args.repeats):
         spent[0], start = 0.0, time.perf_counter()
@@ -72,4 +78,7 @@ if __name__ == "__main__":
     print("| script | update (s) | reweighting_stats (ms) | share |\n|---|---:|---:|---:|")
     for script_name in ("trpo_lag_shapo", "ppo_lag_shapo"):
         for total, diagnostics in shares(script_name, cli):
-            print(f"| {script_name} | {total:.2f} | {1000 * diagnostics:.1f} | {100 * diagnostics / total:.2f} % |", flush=True)
+            print(
+                f"| {script_name} | {total:.2f} | {1000 * diagnostics:.1f} | {100 * diagnostics / total:.2f} % |",
+                flush=True,
+            )

@@ -94,7 +94,11 @@ def patch(trpo_lag, ablations: set) -> None:
     def trpo_update_logging_std(actor, batch, args):
         return {**trpo_update(actor, batch, args), "charts/policy_std": actor.log_std.exp().mean().item()}
 
-    trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.trpo_update = patched_rollout, patched_make_batch, trpo_update_logging_std
+    trpo_lag.rollout, trpo_lag.make_batch, trpo_lag.trpo_update = (
+        patched_rollout,
+        patched_make_batch,
+        trpo_update_logging_std,
+    )
     if "obs-clip" in ablations:
         trpo_lag.ObsNormalizer.__call__ = clipped
 
@@ -128,7 +132,10 @@ if __name__ == "__main__":
     if ours[-2:-1] == ["--eval-episodes"] and ours[-1].isdigit():
         ours, eval_episodes = ours[:-2], int(ours[-1])
     if defaults := sorted(set(ours[1:]) & set(NOW_DEFAULTS)):
-        sys.exit(f"omnisafe_ablation.py: error: {' and '.join(defaults)}: trpo_lag.py does this itself since 33a5831; drop it")
+        sys.exit(
+            f"omnisafe_ablation.py: error: {' and '.join(defaults)}: trpo_lag.py does this itself since 33a5831; "
+            "drop it"
+        )
     if ours[:1] != ["--ablation"] or not set(ours[1:]) <= set(ABLATIONS):
         sys.exit(f"omnisafe_ablation.py: error: {USAGE}")
     trpo_lag = load_trpo_lag()

@@ -31,7 +31,7 @@ from omnisafe.envs.safety_gymnasium_env import SafetyGymnasiumEnv  # noqa: E402
 from omnisafe.envs.wrapper import AutoReset, TimeLimit  # noqa: E402
 from omnisafe.utils.math import conjugate_gradients  # noqa: E402
 
-STEPS, EPOCHS, LIMIT = (int(a) for a in (sys.argv[1:4] + ["4000", "3", "30"][len(sys.argv[1:4]):]))
+STEPS, EPOCHS, LIMIT = (int(a) for a in (sys.argv[1:4] + ["4000", "3", "30"][len(sys.argv[1:4]) :]))
 LAMBDA = float(sys.argv[4]) if len(sys.argv) > 4 else None
 OBS_DIM, ACT_DIM = 11, 3
 
@@ -49,7 +49,9 @@ def record(algo) -> list:
     def on_env_step(act):
         obs, reward, cost, terminated, truncated, info = env_step(act)
         reached = info["final_observation"][0] if bool(truncated[0]) else obs[0]
-        steps[-1].update(next_obs=reached, reward=reward[0], cost=cost[0], terminated=terminated[0], truncated=truncated[0])
+        steps[-1].update(
+            next_obs=reached, reward=reward[0], cost=cost[0], terminated=terminated[0], truncated=truncated[0]
+        )
         return obs, reward, cost, terminated, truncated, info
 
     algo._actor_critic.step, env.step = on_agent_step, on_env_step
@@ -61,8 +63,12 @@ def ours_from(module: torch.nn.Module, prefix: str = "") -> dict:
 
 
 def main() -> None:
-    cfgs = {"seed": 0, "train_cfgs": {"total_steps": STEPS * EPOCHS, "torch_threads": 1},
-            "algo_cfgs": {"steps_per_epoch": STEPS}, "logger_cfgs": {"log_dir": "/tmp/omnisafe_equivalence", "use_wandb": False}}
+    cfgs = {
+        "seed": 0,
+        "train_cfgs": {"total_steps": STEPS * EPOCHS, "torch_threads": 1},
+        "algo_cfgs": {"steps_per_epoch": STEPS},
+        "logger_cfgs": {"log_dir": "/tmp/omnisafe_equivalence", "use_wandb": False},
+    }
     algo = omnisafe.Agent("TRPOLag", "SafetyHopperVelocity-v1", custom_cfgs=cfgs).agent
     wrapper = algo._env._env
     while type(wrapper).__name__ != "TimeLimit":
@@ -77,19 +83,30 @@ def main() -> None:
     for epoch in range(EPOCHS):
         steps.clear(), batches.clear()
         algo._env.rollout(steps_per_epoch=STEPS, agent=ac, buffer=algo._buf, logger=algo._logger)
-        before = {"actor": ours_from(ac.actor), "reward_critic": ours_from(ac.reward_critic, "critic_0."),
-                  "cost_critic": ours_from(ac.cost_critic, "critic_0."),
-                  "reward_critic_optimizer": copy.deepcopy(ac.reward_critic_optimizer.state_dict()),
-                  "cost_critic_optimizer": copy.deepcopy(ac.cost_critic_optimizer.state_dict())}
+        before = {
+            "actor": ours_from(ac.actor),
+            "reward_critic": ours_from(ac.reward_critic, "critic_0."),
+            "cost_critic": ours_from(ac.cost_critic, "critic_0."),
+            "reward_critic_optimizer": copy.deepcopy(ac.reward_critic_optimizer.state_dict()),
+            "cost_critic_optimizer": copy.deepcopy(ac.cost_critic_optimizer.state_dict()),
+        }
         if LAMBDA is not None:
             algo._lagrange.lagrangian_multiplier.data.fill_(LAMBDA)
         algo._update()  # theirs: lambda from J_c, then the actor, then the critics
         lam = algo._lagrange.lagrangian_multiplier.item()
 
-        data = {key: torch.stack([step[key].float() for step in steps]).unsqueeze(1)
-                for key in ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated")}
-        data["done"] = torch.stack([torch.maximum(step["terminated"].float(), step["truncated"].float()) for step in steps]).unsqueeze(1)
-        parts = {"actor": ours.Actor(OBS_DIM, ACT_DIM), "reward_critic": ours.mlp(OBS_DIM, 1), "cost_critic": ours.mlp(OBS_DIM, 1)}
+        data = {
+            key: torch.stack([step[key].float() for step in steps]).unsqueeze(1)
+            for key in ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated")
+        }
+        data["done"] = torch.stack(
+            [torch.maximum(step["terminated"].float(), step["truncated"].float()) for step in steps]
+        ).unsqueeze(1)
+        parts = {
+            "actor": ours.Actor(OBS_DIM, ACT_DIM),
+            "reward_critic": ours.mlp(OBS_DIM, 1),
+            "cost_critic": ours.mlp(OBS_DIM, 1),
+        }
         for name, part in parts.items():
             part.load_state_dict(before[name])
         # our one Adam of both critics, holding the state of each of their two Adams
@@ -106,11 +123,16 @@ def main() -> None:
             return (a.reshape(-1) - b.reshape(-1)).abs().max().item()
 
         theirs_adv = (theirs["adv_r"] - lam * theirs["adv_c"]) / (1.0 + lam)
-        print(f"epoch {epoch + 1}: {len(steps)} steps, {int(data['done'].sum())} episodes ended "
-              f"({int(sum(bool(s['truncated']) for s in steps))} truncated), lambda {lam:.4f}")
-        print(f"  max |ours - theirs|: value targets {gap(batch['target_reward'], theirs['target_value_r']):.1e} (reward), "
-              f"{gap(batch['target_cost'], theirs['target_value_c']):.1e} (cost); combined advantage "
-              f"{gap(batch['adv'], theirs_adv):.1e} (|A| up to {batch['adv'].abs().max():.2f})")
+        print(
+            f"epoch {epoch + 1}: {len(steps)} steps, {int(data['done'].sum())} episodes ended "
+            f"({int(sum(bool(s['truncated']) for s in steps))} truncated), lambda {lam:.4f}"
+        )
+        print(
+            "  max |ours - theirs|: value targets "
+            f"{gap(batch['target_reward'], theirs['target_value_r']):.1e} (reward), "
+            f"{gap(batch['target_cost'], theirs['target_value_c']):.1e} (cost); combined advantage "
+            f"{gap(batch['adv'], theirs_adv):.1e} (|A| up to {batch['adv'].abs().max():.2f})"
+        )
         theta_before = torch.nn.utils.parameters_to_vector(parts["actor"].parameters()).detach()
         their_actor = ours.Actor(OBS_DIM, ACT_DIM)
         their_actor.load_state_dict(ours_from(ac.actor))
@@ -121,8 +143,11 @@ def main() -> None:
             stats = ours.trpo_update(actor, batch, args)
             ours.conjugate_gradient = solve
             theta = torch.nn.utils.parameters_to_vector(actor.parameters()).detach()
-            print(f"  actor step with {label}: |ours - theirs| / |theirs| = "
-                  f"{(theta - theta_theirs).norm() / (theta_theirs - theta_before).norm():.1e} (KL {stats['losses/approx_kl']:.4f})")
+            print(
+                f"  actor step with {label}: |ours - theirs| / |theirs| = "
+                f"{(theta - theta_theirs).norm() / (theta_theirs - theta_before).norm():.1e} "
+                f"(KL {stats['losses/approx_kl']:.4f})"
+            )
         randperm, torch.randperm = torch.randperm, lambda n: torch.arange(n)
         ours.update_critics(types.SimpleNamespace(**parts), batch, args, types.SimpleNamespace(signal=None))
         torch.randperm = randperm
@@ -133,19 +158,22 @@ def main() -> None:
             print(f"  {name} critic: largest parameter change {moved:.1e}, largest |ours - theirs| {differ:.1e}")
 
 
-
 def probe_truncation(limit: int = 20) -> None:
     """OmniSafe's single-env stack (safety-gymnasium's own time limit and auto-reset inside its TimeLimit
     and AutoReset), both limits at `limit` as they are both at 1 000, beside our env; zero actions."""
-    theirs = AutoReset(TimeLimit(SafetyGymnasiumEnv("SafetyHopperVelocity-v1", max_episode_steps=limit), limit, "cpu"), "cpu")
+    theirs = AutoReset(
+        TimeLimit(SafetyGymnasiumEnv("SafetyHopperVelocity-v1", max_episode_steps=limit), limit, "cpu"), "cpu"
+    )
     env = ours.make_env("SafetyHopperVelocity-v1", limit)
     theirs.reset(seed=0), env.reset(seed=0)
     for _ in range(limit):
         *_, truncated, info = theirs.step(torch.zeros(ACT_DIM))
         final = env.step(torch.zeros(ACT_DIM).numpy())[0]
     bootstrap = info["final_observation"]
-    print(f"truncated {bool(truncated)}: OmniSafe bootstraps from an observation with height {bootstrap[0]:.3f}; "
-          f"the episode's final observation has {final[0]:.3f}, a fresh start has 1.25 +- 0.005")
+    print(
+        f"truncated {bool(truncated)}: OmniSafe bootstraps from an observation with height {bootstrap[0]:.3f}; "
+        f"the episode's final observation has {final[0]:.3f}, a fresh start has 1.25 +- 0.005"
+    )
 
 
 if __name__ == "__main__":

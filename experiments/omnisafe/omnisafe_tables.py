@@ -32,18 +32,24 @@ import plot  # noqa: E402
 OURS = re.compile(r"^(?P<algorithm>ppo_lag|trpo_lag)_omnisafe(?P<recipe>1m|10m)(?:_(?P<variant>\w+))?$")
 # recipe -> (the step a run must reach, {(algorithm, task): ((return mean, std), (cost mean, std))})
 PUBLISHED = {
-    "1m": (1_024_000, {  # OmniSafe 65ed5cab
-        ("ppo_lag", "SafetyHopperVelocity-v1"): ((1630.06, 253.7), (28.31, 25.87)),
-        ("ppo_lag", "SafetyWalker2dVelocity-v1"): ((2256.96, 944.06), (25.47, 17.36)),
-        ("trpo_lag", "SafetyHopperVelocity-v1"): ((1013.93, 18.01), (1.63, 2.31)),
-        ("trpo_lag", "SafetyWalker2dVelocity-v1"): ((1821.26, 98.57), (0.0, 0.0)),
-    }),
-    "10m": (10_000_000, {  # OmniSafe 3799d6d3, Table 2
-        ("ppo_lag", "SafetyHopperVelocity-v1"): ((961.92, 752.87), (13.96, 19.33)),
-        ("ppo_lag", "SafetyWalker2dVelocity-v1"): ((2982.27, 681.55), (13.49, 14.55)),
-        ("trpo_lag", "SafetyHopperVelocity-v1"): ((1391.79, 269.07), (11.22, 9.97)),
-        ("trpo_lag", "SafetyWalker2dVelocity-v1"): ((3207.10, 7.88), (14.98, 9.27)),
-    }),
+    "1m": (
+        1_024_000,
+        {  # OmniSafe 65ed5cab
+            ("ppo_lag", "SafetyHopperVelocity-v1"): ((1630.06, 253.7), (28.31, 25.87)),
+            ("ppo_lag", "SafetyWalker2dVelocity-v1"): ((2256.96, 944.06), (25.47, 17.36)),
+            ("trpo_lag", "SafetyHopperVelocity-v1"): ((1013.93, 18.01), (1.63, 2.31)),
+            ("trpo_lag", "SafetyWalker2dVelocity-v1"): ((1821.26, 98.57), (0.0, 0.0)),
+        },
+    ),
+    "10m": (
+        10_000_000,
+        {  # OmniSafe 3799d6d3, Table 2
+            ("ppo_lag", "SafetyHopperVelocity-v1"): ((961.92, 752.87), (13.96, 19.33)),
+            ("ppo_lag", "SafetyWalker2dVelocity-v1"): ((2982.27, 681.55), (13.49, 14.55)),
+            ("trpo_lag", "SafetyHopperVelocity-v1"): ((1391.79, 269.07), (11.22, 9.97)),
+            ("trpo_lag", "SafetyWalker2dVelocity-v1"): ((3207.10, 7.88), (14.98, 9.27)),
+        },
+    ),
 }
 
 
@@ -81,15 +87,22 @@ def main(args: Args) -> None:
         key = (name["algorithm"], run.env_id, name["variant"] or "")
         rows.setdefault(key, []).append((*evaluation, run.final["return"], run.final["cost"]))
     if not rows:
-        sys.exit(f"omnisafe_tables.py: error: no finished *_omnisafe{args.recipe}* runs with an evaluation under {args.runs_dir}")
-    lines = ["| algorithm | task | seeds | return: OmniSafe | eval. | training | cost: OmniSafe | eval. | training |",
-             "|-|-|-|-|-|-|-|-|-|"]
+        sys.exit(
+            f"omnisafe_tables.py: error: no finished *_omnisafe{args.recipe}* runs with an evaluation "
+            f"under {args.runs_dir}"
+        )
+    lines = [
+        "| algorithm | task | seeds | return: OmniSafe | eval. | training | cost: OmniSafe | eval. | training |",
+        "|-|-|-|-|-|-|-|-|-|",
+    ]
     for (algorithm, task, variant), values in sorted(rows.items()):
         values = np.array(values)
         (ret, ret_std), (cost, cost_std) = published.get((algorithm, task), ((np.nan,) * 2,) * 2)
         label = f"{algorithm} + {variant}" if variant else algorithm
-        lines.append(f"| {label} | {task} | {len(values)} | {ret:.1f} ± {ret_std:.1f} | {spread(values[:, 0])} | "
-                     f"{spread(values[:, 2])} | {cost:.1f} ± {cost_std:.1f} | {spread(values[:, 1])} | {spread(values[:, 3])} |")
+        lines.append(
+            f"| {label} | {task} | {len(values)} | {ret:.1f} ± {ret_std:.1f} | {spread(values[:, 0])} | "
+            f"{spread(values[:, 2])} | {cost:.1f} ± {cost_std:.1f} | {spread(values[:, 1])} | {spread(values[:, 3])} |"
+        )
     print("\n".join(lines))
     if args.table:
         Path(args.table).write_text("\n".join(lines) + "\n")

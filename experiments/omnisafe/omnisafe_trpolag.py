@@ -30,5 +30,10 @@ if __name__ == "__main__":
     env_id, seed, total_steps, log_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     train = {"total_steps": total_steps, "torch_threads": 1}
     algo = {"steps_per_epoch": min(total_steps, 20_000)}
-    cfgs = {"seed": seed, "train_cfgs": train, "algo_cfgs": algo, "logger_cfgs": {"log_dir": log_dir, "use_wandb": False}}
+    cfgs = {
+        "seed": seed,
+        "train_cfgs": train,
+        "algo_cfgs": algo,
+        "logger_cfgs": {"log_dir": log_dir, "use_wandb": False},
+    }
     omnisafe.Agent("TRPOLag", env_id, custom_cfgs=cfgs).learn()

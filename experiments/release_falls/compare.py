@@ -32,7 +32,9 @@ def release_falls(path: Path) -> np.ndarray:
 
 def our_falls(run: plot.Run) -> np.ndarray:
     """Falls in each of the first EPOCHS epochs of one of our runs [EPOCHS], from its cumulative cost."""
-    return np.diff(np.interp(np.arange(EPOCHS + 1) * EARLY_STEPS / EPOCHS, run.epoch_steps, run.cumulative_cost, left=0.0))
+    return np.diff(
+        np.interp(np.arange(EPOCHS + 1) * EARLY_STEPS / EPOCHS, run.epoch_steps, run.cumulative_cost, left=0.0)
+    )
 
 
 def main(out_dir: str = "sweeps/release_falls") -> None:
@@ -48,13 +50,18 @@ def main(out_dir: str = "sweeps/release_falls") -> None:
     print("| seed | " + " | ".join(f"{arm}: epochs 1-{EPOCHS} (per epoch)" for arm in arms) + " |")
     print("|-" * (len(arms) + 1) + "|")
     for seed in sorted(set().union(*arms.values())):
-        cells = [f"{f[seed].sum():.0f} ({' / '.join(f'{x:.0f}' for x in f[seed])})" if seed in f else "" for f in arms.values()]
+        cells = [
+            f"{f[seed].sum():.0f} ({' / '.join(f'{x:.0f}' for x in f[seed])})" if seed in f else ""
+            for f in arms.values()
+        ]
         print(f"| {seed} | " + " | ".join(cells) + " |")
     release = arms.pop("release (1bb7704)")
     for arm, ours in arms.items():
-        print(f"\n{arm} ({len(ours)} seeds) against the release ({len(release)} seeds): mean over seeds [95 % CI], "
-              "difference of the means [95 % CI, bootstrap, unpaired], Welch's t-test, and over the seeds both ran, "
-              "the mean paired difference:\n")
+        print(
+            f"\n{arm} ({len(ours)} seeds) against the release ({len(release)} seeds): mean over seeds [95 % CI], "
+            "difference of the means [95 % CI, bootstrap, unpaired], Welch's t-test, and over the seeds both ran, "
+            "the mean paired difference:\n"
+        )
         print(f"| falls in | release | {arm} | difference | Welch p | paired difference |\n|-|-|-|-|-|-|")
         shared = sorted(set(release) & set(ours))
         for label, columns in [(f"epochs 1-{EPOCHS}", slice(None))] + [(f"epoch {e + 1}", e) for e in range(EPOCHS)]:
@@ -62,7 +69,11 @@ def main(out_dir: str = "sweeps/release_falls") -> None:
             cells = [plot.format_interval(*plot.mean_interval(x)) for x in (r, o)]
             cells.append(plot.format_interval(*plot.difference_interval(o, r), signed=True))
             paired = np.mean([np.sum(ours[seed][columns]) - np.sum(release[seed][columns]) for seed in shared])
-            print(f"| {label} | " + " | ".join(cells) + f" | {ttest_ind(o, r, equal_var=False).pvalue:.2f} | {paired:+.1f} |")
+            print(
+                f"| {label} | "
+                + " | ".join(cells)
+                + f" | {ttest_ind(o, r, equal_var=False).pvalue:.2f} | {paired:+.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mean paired difference with its standard error and a paired t-test (scipy).
 
 Usage, from the release's venv: RELEASE_SRC=<release source tree> python init_falls.py <first seed> <end seed> <steps>
 """
+
 import os
 import sys
 from functools import partial
@@ -17,8 +18,9 @@ from scipy.stats import ttest_rel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.environ["RELEASE_SRC"])
-import trpo_lag  # noqa: E402
 from safepo.common.model import ActorVCritic  # noqa: E402
+
+import trpo_lag  # noqa: E402
 
 if __name__ == "__main__":
     first, end, steps = map(int, sys.argv[1:4])
@@ -39,6 +41,8 @@ if __name__ == "__main__":
             data, _, _ = trpo_lag.rollout(envs, agent, normalizer(obs), np.zeros((3, 5)), steps, stop)
             falls[name].append(float(data["terminated"].sum()))
     o, r = np.array(falls["ours"]), np.array(falls["release"])
-    print(f"seeds {first}-{end - 1}, {steps * 5} steps each: falls ours {o.mean():.2f}, release {r.mean():.2f}; "
-          f"paired difference {np.mean(o - r):+.2f} ± {np.std(o - r, ddof=1) / np.sqrt(len(o)):.2f} (standard error), "
-          f"paired t-test p = {ttest_rel(o, r).pvalue:.2f}")
+    print(
+        f"seeds {first}-{end - 1}, {steps * 5} steps each: falls ours {o.mean():.2f}, release {r.mean():.2f}; "
+        f"paired difference {np.mean(o - r):+.2f} ± {np.std(o - r, ddof=1) / np.sqrt(len(o)):.2f} (standard error), "
+        f"paired t-test p = {ttest_rel(o, r).pvalue:.2f}"
+    )

@@ -7,6 +7,7 @@ take its weights. Everything after that (action noise, critic minibatches) is ou
 Usage, from the release's venv: RELEASE_SRC=<release source tree> python release_init.py <seed>
 (experiments/release_falls/run.sh runs it in <out-dir>, so the run lands in <out-dir>/runs).
 """
+
 import os
 import sys
 
@@ -14,8 +15,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.environ["RELEASE_SRC"])
-import trpo_lag  # noqa: E402
 from safepo.common.model import ActorVCritic  # noqa: E402
+
+import trpo_lag  # noqa: E402
 
 OurActor, our_mlp, release_critics = trpo_lag.Actor, trpo_lag.mlp, []
 
@@ -42,6 +44,12 @@ def mlp_from_release(in_dim: int, out_dim: int, hidden: tuple = (64, 64)):
 if __name__ == "__main__":
     trpo_lag.Actor, trpo_lag.mlp = actor_from_release, mlp_from_release
     torch.set_num_threads(1)
-    args = trpo_lag.Args(env_id="Walker2d-v4", lagrangian="pid", cost_limit=10, total_timesteps=80_000,
-                         seed=int(sys.argv[1]), exp_name="trpo_lag_release_init")
+    args = trpo_lag.Args(
+        env_id="Walker2d-v4",
+        lagrangian="pid",
+        cost_limit=10,
+        total_timesteps=80_000,
+        seed=int(sys.argv[1]),
+        exp_name="trpo_lag_release_init",
+    )
     trpo_lag.main(args)

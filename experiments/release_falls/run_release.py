@@ -18,6 +18,7 @@ What this runner adds around the release script (none of it touches the algorith
    epoch; its progress.csv logs the *mean* of these stored values instead) is appended to
    <falls_csv>.release_totalcost.csv at each dump_tabular, as a cross-check of 3.
 """
+
 import csv
 import os
 import runpy
@@ -30,10 +31,10 @@ import numpy as np  # noqa: E402
 
 # --- 1. the import shim: importing trpo_lag imports safety_gymnasium through it ---
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-import trpo_lag  # noqa: E402,F401
-
 # --- 2. one torch thread ---
 import torch  # noqa: E402
+
+import trpo_lag  # noqa: E402,F401
 
 torch.set_num_threads(1)
 torch.set_num_threads = lambda n: None  # the release's set_num_threads(4) becomes a no-op
@@ -49,8 +50,8 @@ assert sys.argv[2] == "--"
 script_args = sys.argv[3:]
 
 import safepo.common.env as sp_env  # noqa: E402
-from safepo.common.logger import EpochLogger  # noqa: E402
 from gymnasium.vector.async_vector_env import AsyncVectorEnv  # noqa: E402
+from safepo.common.logger import EpochLogger  # noqa: E402
 
 
 def _arg(name, default):
@@ -82,8 +83,17 @@ class CountingAsyncVectorEnv(AsyncVectorEnv):
         self._len += 1
         for i in range(self.num_envs):
             if term[i] or trunc[i]:
-                _w.writerow([epoch, self._tally_step, i, float(self._ret[i]), int(self._len[i]),
-                             int(bool(term[i])), int(bool(trunc[i]))])
+                _w.writerow(
+                    [
+                        epoch,
+                        self._tally_step,
+                        i,
+                        float(self._ret[i]),
+                        int(self._len[i]),
+                        int(bool(term[i])),
+                        int(bool(trunc[i])),
+                    ]
+                )
                 self._ret[i] = 0.0
                 self._len[i] = 0
         self._tally_step += 1
@@ -109,8 +119,9 @@ def _store(self, add_value=False, **kwargs):
 
 def _dump(self):
     row = self.log_current_row
-    _tc_w.writerow([row.get("Train/Epoch"), _state["last_tc"], row.get("Metrics/TotalCost"),
-                    row.get("Train/LagragianMultiplier")])
+    _tc_w.writerow(
+        [row.get("Train/Epoch"), _state["last_tc"], row.get("Metrics/TotalCost"), row.get("Train/LagragianMultiplier")]
+    )
     return _orig_dump(self)
 
 

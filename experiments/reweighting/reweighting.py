@@ -13,7 +13,8 @@ panel per checkpoint and delta_Down, coloured by the sign of A, with the mean of
 each sign; and, at the middle delta_Down, one panel per checkpoint coloured by A_c. The table gives, per
 checkpoint and delta_Down: the KL reached, the mean of w over negative- and positive-advantage samples, the
 largest |log w|, Spearman's rank correlation of w and log pi over the negative-advantage samples and
-cos(g, g~) (all as the SHAPO scripts log them, trpo_lag_shapo.reweighting_stats), and the share of the change of the update
+cos(g, g~) (all as the SHAPO scripts log them, trpo_lag_shapo.reweighting_stats), and the share of the change of the
+update
 direction g~ - g that comes from negative-advantage samples: the surrogate is linear in A, so g~ - g is the
 sum of the part from the samples with A < 0 and the part from those with A > 0; the share is the first's
 projection on g~ - g over |g~ - g|^2 (the two shares add up to 1); likewise for the samples with A_c > 0.
@@ -67,12 +68,18 @@ def collect_batch(path: str, steps: int, num_envs: Optional[int], seed: int) -> 
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = SimpleNamespace(actor=script.Actor(obs_dim, act_dim), normalizer=script.ObsNormalizer(shape=(obs_dim,)))
     critics = [script.mlp(obs_dim, 1), script.mlp(obs_dim, 1)]
-    for part, name in ((agent.actor, "actor"), (agent.normalizer, "normalizer"), (critics[0], "reward_critic"),
-                       (critics[1], "cost_critic")):
+    for part, name in (
+        (agent.actor, "actor"),
+        (agent.normalizer, "normalizer"),
+        (critics[0], "reward_critic"),
+        (critics[1], "cost_critic"),
+    ):
         part.load_state_dict(checkpoint[name])
     obs, _ = envs.reset(seed=script.draw_seeds(seed, num_envs, 0))
     stop = SimpleNamespace(signal=None)
-    data, _, episodes = script.rollout(envs, agent, agent.normalizer(obs), np.zeros((3, num_envs)), steps // num_envs, stop)
+    data, _, episodes = script.rollout(
+        envs, agent, agent.normalizer(obs), np.zeros((3, num_envs)), steps // num_envs, stop
+    )
     envs.close()
     state = checkpoint["lagrange"]
     lam = max(0.0, float(state["multiplier"]) if "multiplier" in state else float(state["value"]))
@@ -80,9 +87,16 @@ def collect_batch(path: str, steps: int, num_envs: Optional[int], seed: int) -> 
     # A_c, the centred cost advantage: A = (A_r - lambda A_c) / (1 + lambda), so A at lambda 0 minus twice A at lambda 1
     plain, unit = (script.make_batch(data, critics[0], critics[1], value, run)["adv"] for value in (0.0, 1.0))
     batch["adv_cost"] = plain - 2.0 * unit
-    facts = {"script": checkpoint["script"], "env_id": run.env_id, "step": checkpoint["global_step"], "lambda": lam,
-             "episodes": len(episodes), "return": float(np.mean([e.episode_return for e in episodes])) if episodes else float("nan"),
-             "cost": float(np.mean([e.cost for e in episodes])) if episodes else float("nan"), "actor": agent.actor}
+    facts = {
+        "script": checkpoint["script"],
+        "env_id": run.env_id,
+        "step": checkpoint["global_step"],
+        "lambda": lam,
+        "episodes": len(episodes),
+        "return": float(np.mean([e.episode_return for e in episodes])) if episodes else float("nan"),
+        "cost": float(np.mean([e.cost for e in episodes])) if episodes else float("nan"),
+        "actor": agent.actor,
+    }
     return run, batch, facts
 
 
@@ -153,11 +167,15 @@ def main(args: Args) -> str:
         results[label] = (batch, facts, {delta: perturb(facts["actor"], batch, delta) for delta in args.delta_downs})
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = ["| checkpoint | task (script, step) | batch episodes: return, cost | lambda | delta_Down | KL reached "
-            "| mean w, A < 0 | mean w, A > 0 | max abs log w | Spearman(w, log pi), A < 0 | cos(g, g~) "
-            "| share of g~ - g from A < 0 | share from A_c > 0 |", "|-|-|-|-|-|-|-|-|-|-|-|-|-|"]
-    fig, axes = plt.subplots(len(labels), len(args.delta_downs), figsize=(4.2 * len(args.delta_downs), 3.4 * len(labels)),
-                             squeeze=False)
+    rows = [
+        "| checkpoint | task (script, step) | batch episodes: return, cost | lambda | delta_Down | KL reached "
+        "| mean w, A < 0 | mean w, A > 0 | max abs log w | Spearman(w, log pi), A < 0 | cos(g, g~) "
+        "| share of g~ - g from A < 0 | share from A_c > 0 |",
+        "|-|-|-|-|-|-|-|-|-|-|-|-|-|",
+    ]
+    fig, axes = plt.subplots(
+        len(labels), len(args.delta_downs), figsize=(4.2 * len(args.delta_downs), 3.4 * len(labels)), squeeze=False
+    )
     cost_fig, cost_axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.6), squeeze=False)
     middle = args.delta_downs[len(args.delta_downs) // 2]
     for row, label in enumerate(labels):
@@ -171,10 +189,13 @@ def main(args: Args) -> str:
             share_costly = change_share(facts["actor"], batch, result["epsilon"], batch["adv_cost"] > 0)
             rows.append(
                 f"| {label} | {facts['env_id']} ({facts['script']}, {facts['step']}) | {facts['episodes']}: "
-                f"{facts['return']:.1f}, {facts['cost']:.1f} | {facts['lambda']:.3f} | {delta:g} | {stats['shapo/kl']:.2e} "
+                f"{facts['return']:.1f}, {facts['cost']:.1f} | {facts['lambda']:.3f} | {delta:g} "
+                f"| {stats['shapo/kl']:.2e} "
                 f"| {stats['shapo/w_mean_negative_adv']:.4f} | {stats['shapo/w_mean_positive_adv']:.4f} "
-                f"| {np.abs(log_w).max():.3f} | {stats['shapo/rank_corr_w_logp_negative_adv']:+.2f} | {stats['shapo/cos_sim']:.5f} "
-                f"| {share_negative:.2f} | {share_costly:.2f} |")
+                f"| {np.abs(log_w).max():.3f} | {stats['shapo/rank_corr_w_logp_negative_adv']:+.2f} "
+                f"| {stats['shapo/cos_sim']:.5f} "
+                f"| {share_negative:.2f} | {share_costly:.2f} |"
+            )
             ax = axes[row, col]
             edges = np.quantile(logp0, np.linspace(0, 1, args.bins + 1))
             for sign, color, name in ((adv < 0, "tab:red", "A < 0"), (adv > 0, "tab:blue", "A > 0")):
@@ -189,7 +210,9 @@ def main(args: Args) -> str:
             if delta == middle:
                 ax = cost_axes[0, row]
                 bound = np.quantile(np.abs(adv_cost), 0.98) or 1.0
-                points = ax.scatter(logp0, w, c=adv_cost, s=2, cmap="coolwarm", vmin=-bound, vmax=bound, rasterized=True)
+                points = ax.scatter(
+                    logp0, w, c=adv_cost, s=2, cmap="coolwarm", vmin=-bound, vmax=bound, rasterized=True
+                )
                 fig_colorbar = cost_fig.colorbar(points, ax=ax)
                 fig_colorbar.set_label("A_c (centred cost advantage)")
                 ax.axhline(1.0, color="black", linewidth=0.8)
