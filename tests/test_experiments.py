@@ -35,7 +35,7 @@ PYTHON_FILES = (
     "omnisafe/omnisafe_equivalence.py",
     "omnisafe/omnisafe_tables.py",
     "omnisafe/omnisafe_trpolag.py",
-    "sensitivity.py",
+    "sensitivity/sensitivity.py",
     "release_falls/compare.py",
     "release_falls/init_falls.py",
     "release_falls/release_init.py",
@@ -46,7 +46,7 @@ PYTHON_FILES = (
 # those that import without OmniSafe or the release, and how their command line is read
 COMMAND_LINES = {
     "omnisafe/omnisafe_tables.py": "Args",
-    "sensitivity.py": "Args",
+    "sensitivity/sensitivity.py": "Args",
     "reweighting/reweighting.py": "Args",
     "diagnostics_overhead/diagnostics_overhead.py": "Args",
     "release_falls/compare.py": "main",
@@ -285,7 +285,7 @@ def test_omnisafe_tables_on_synthetic_runs(tmp_path):
 
 
 def test_sensitivity_figure_and_paired_table(tmp_path):
-    sensitivity = load_experiment("sensitivity.py")
+    sensitivity = load_experiment("sensitivity/sensitivity.py")
     runs = tmp_path / "runs"
     # (rho, delta) -> per seed: final return, cumulative cost at step 300
     grid = {
@@ -450,7 +450,9 @@ CHECKS = {  # what a shell script may run -> check of its arguments (returns the
     "experiments/omnisafe/omnisafe_tables.py": lambda argv: (
         parse(load_experiment("omnisafe/omnisafe_tables.py").Args, argv) and None
     ),
-    "experiments/sensitivity.py": lambda argv: parse(load_experiment("sensitivity.py").Args, argv) and None,
+    "experiments/sensitivity/sensitivity.py": lambda argv: (
+        parse(load_experiment("sensitivity/sensitivity.py").Args, argv) and None
+    ),
     "experiments/release_falls/compare.py": lambda argv: (
         None
         if {a[2:].replace("-", "_") for a in argv if a[:2] == "--"}
@@ -482,7 +484,7 @@ EXPECTED_CALLS = {
         "experiments/release_falls/release_init.py",
         "experiments/release_falls/compare.py",
     },
-    "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity.py", "plot.py"},
+    "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
     "walker10/run.sh": {"sweep.py", "plot.py"},
     "reweighting/run.sh": {"sweep.py", "experiments/reweighting/reweighting.py"},
 }
@@ -517,7 +519,7 @@ def test_shell_script_runs_only_what_exists_with_flags_that_parse(script, shell_
         assert len(started) == 10
         for exp_name, parsed in started.items():
             settings = sweep.split_exp_name(exp_name)[1]
-            assert set(load_experiment("sensitivity.py").GRID) <= set(settings), exp_name
+            assert set(load_experiment("sensitivity/sensitivity.py").GRID) <= set(settings), exp_name
             for args in parsed:
                 values = (float(settings["delta-down"]), float(settings["critic-sam-rho"]))
                 assert values == (args.delta_down, args.critic_sam_rho)

@@ -14,6 +14,6 @@ STEPS=${STEPS:-500000}
 python sweep.py --scripts trpo_lag_shapo --env-ids Walker2d-v4 --seeds 0 1 2 --workers "${WORKERS:-2}" \
   --threads-per-run 1 --out-dir "$OUT" --exp-name-suffix pid --grid delta-down=0,1e-6,1e-5,1e-4,1e-3 \
   critic-sam-rho=0,0.05 --total-timesteps "$STEPS" --save-every 1 --lagrangian pid --cost-limit 10
-python experiments/sensitivity.py --runs-dir "$OUT/runs" --out-dir experiments/sensitivity --steps "$STEPS"
+python experiments/sensitivity/sensitivity.py --runs-dir "$OUT/runs" --out-dir experiments/sensitivity --steps "$STEPS"
 python plot.py --runs-dir "$OUT/runs" --out-dir experiments/sensitivity --last-episodes 20 \
   --baseline delta-down=0 --table experiments/sensitivity/statistics.md

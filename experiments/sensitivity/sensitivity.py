@@ -5,7 +5,7 @@ their initial policy and first rollout whatever delta_Down is, so the table also
 difference to delta_Down = 0 (same rho_critic) paired by seed: the mean of the per-seed differences
 with a bootstrap interval over seeds.
 
-    python experiments/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir experiments/sensitivity
+    python experiments/sensitivity/sensitivity.py --runs-dir sweeps/sensitivity/runs --out-dir experiments/sensitivity
 
 Runs are recognised by the grid settings in their exp-name, `...-delta_down=<delta_down>-critic_sam_rho=<rho>`
 as sweep.py --grid names them (read back with sweep.split_exp_name). plot.py --baseline delta-down=0 gives the
@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import plot  # noqa: E402
 import sweep  # noqa: E402
 
