@@ -58,6 +58,7 @@ SHELL_SCRIPTS = (
     "omnisafe/run.sh",
     "release_falls/run.sh",
     "sensitivity/run.sh",
+    "dose_response/run.sh",
     "walker10/run.sh",
     "reweighting/run.sh",
 )
@@ -485,6 +486,7 @@ EXPECTED_CALLS = {
         "experiments/release_falls/compare.py",
     },
     "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
+    "dose_response/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
     "walker10/run.sh": {"sweep.py", "plot.py"},
     "reweighting/run.sh": {"sweep.py", "experiments/reweighting/reweighting.py"},
 }
