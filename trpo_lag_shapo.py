@@ -173,7 +173,9 @@ def make_envs(args: Args):
     env_fns = [partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs
     if not args.async_envs:
         return safety_gymnasium.vector.SafetySyncVectorEnv(env_fns)
-    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {}  # the handlers to put back
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, signal.SIG_IGN)
     try:  # the subprocesses start here and keep the ignored signals
         return safety_gymnasium.vector.SafetyAsyncVectorEnv(env_fns)
     finally:
@@ -760,7 +762,9 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     def request_stop(signum: int, _frame) -> None:
         stop.signal = stop.signal or signal.Signals(signum).name
 
-    handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {}  # the handlers to put back
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, request_stop)
     try:
         obs, _ = envs.reset(seed=env_seeds)
         agent.normalizer.update(obs)
@@ -809,10 +813,7 @@ def check_args(args: Args) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     if "Vision" in args.env_id or "Debug" in args.env_id:
-        raise ValueError(
-            f"unsupported --env-id {args.env_id!r}: use a safety-gymnasium vector-observation task "
-            f"(e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1) or one of {', '.join(FALL_COST_ENVS)}"
-        )
+        raise ValueError(f"unsupported --env-id {args.env_id!r}: {SUPPORTED_TASKS}")
     if args.env_id not in FALL_COST_ENVS and args.env_id not in safety_gymnasium.utils.registration.safe_registry:
         check_custom_env(args.env_id)
     positive = "num_envs steps_per_epoch total_timesteps max_episode_steps save_every critic_lr lagrange_multiplier_lr"
@@ -841,17 +842,28 @@ def check_args(args: Args) -> None:
         )
 
 
+SUPPORTED_TASKS = (
+    "use a safety-gymnasium vector-observation task (e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1), "
+    f"one of {', '.join(FALL_COST_ENVS)}, or a Gymnasium task whose steps report info['cost'] (README)"
+)
+
+
 def check_custom_env(env_id: str) -> None:
     """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
     whose first step reports info["cost"]."""
     try:
         env = gym.make(env_id)
     except Exception as error:  # gymnasium's own: unknown id, module not found, a constructor's error
-        raise ValueError(f"--env-id {env_id!r}: {type(error).__name__}: {error}") from None
+        raise ValueError(
+            f"unsupported --env-id {env_id!r} ({type(error).__name__}: {error}): {SUPPORTED_TASKS}"
+        ) from None
     spaces = env.observation_space, env.action_space
     env.close()
     if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
-        raise ValueError(f"--env-id {env_id!r}: needs a flat Box observation space and a Box action space")
+        raise ValueError(
+            f"unsupported --env-id {env_id!r}: needs a flat Box observation space and a Box action space; "
+            f"{SUPPORTED_TASKS}"
+        )
     env = make_env(env_id)
     try:
         env.reset(seed=0)

@@ -42,6 +42,7 @@ PYTHON_FILES = (
     "release_falls/run_release.py",
     "reweighting/reweighting.py",
     "diagnostics_overhead/diagnostics_overhead.py",
+    "throughput/learner.py",
 )
 # those that import without OmniSafe or the release, and how their command line is read
 COMMAND_LINES = {
@@ -194,7 +195,9 @@ def test_python_file_uses_what_exists(relative):
     path = EXPERIMENTS / relative
     problems, used = check_uses(path.read_text(), path, EXTRA_ALIASES.get(relative))
     assert not problems, "\n".join(problems)
-    assert used or relative in ("omnisafe/omnisafe_trpolag.py", "release_falls/run_release.py"), "found no use to check"
+    # learner.py calls the scripts through a loop variable; the other two run outside this repository's venv
+    exempt = ("omnisafe/omnisafe_trpolag.py", "release_falls/run_release.py", "throughput/learner.py")
+    assert used or relative in exempt, "found no use to check"
     if relative != "omnisafe/omnisafe_ablation.py":  # it loads trpo_lag.py by path, from ROOT
         assert "sys.path.insert" in path.read_text()
     else:

@@ -377,9 +377,9 @@ def test_grid_points_on_the_ray_backend_resume_in_their_folders(tmp_path):
     result = sweep(*flags, "--total-timesteps", "200", out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     folders = run_dirs(tmp_path)
-    assert [p.name.rsplit("__", 1)[0] for p in folders] == [
+    assert sorted(p.name.rsplit("__", 1)[0] for p in folders) == [
+        "Walker2d-v4__ppo_lag-gamma=0.99__1",  # "9" sorts before "_"
         "Walker2d-v4__ppo_lag-gamma=0.9__1",
-        "Walker2d-v4__ppo_lag-gamma=0.99__1",
     ]
     again = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
