@@ -414,3 +414,14 @@ def test_evaluation_seeds_are_apart_from_every_training_env():
     evaluation = {s for seed in range(10) for s in module.draw_seeds(seed, 20)}
     training = {s for seed in range(10) for epoch in range(50) for s in module.draw_seeds(seed, 6, epoch)}
     assert len(evaluation) == 200 and not evaluation & training
+
+
+def test_a_checkpoint_of_another_format_gets_one_line(tmp_path):
+    """A checkpoint written before the format's last change (no version: format 1) is refused by name."""
+    module = load("ppo_lag")
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"script": "ppo_lag.py", "args": vars(module.Args()), "actor": {}}, path)
+    with pytest.raises(
+        ValueError, match=f"checkpoint format 1, this ppo_lag.py reads format {module.CHECKPOINT_VERSION}"
+    ):
+        module.load_checkpoint(str(path), module.Args(resume=str(path)))
