@@ -317,9 +317,8 @@ def ppo_update(agent: SimpleNamespace, batch: dict, args: Args, stop: SimpleName
         for indices in torch.randperm(len(batch["obs"])).to(batch["obs"].device).split(args.minibatch_size):
             if stop.signal:
                 raise StopRequested
-            minibatch_losses, grad_norm = minibatch_step(
-                agent, {key: value[indices] for key, value in batch.items()}, args
-            )
+            minibatch = {key: value[indices] for key, value in batch.items()}
+            minibatch_losses, grad_norm = minibatch_step(agent, minibatch, args)
             losses.append(minibatch_losses)
             grad_norms.append(grad_norm)
         require_finite("gradient of the actor and critics", torch.stack(grad_norms))
