@@ -307,7 +307,7 @@ def mean_kl(p: Normal, q: Normal) -> torch.Tensor:
     return kl_divergence(p, q).mean()
 
 
-def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float = 0.1) -> Callable:
+def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float) -> Callable:
     """g -> (x, x^T (F + damping I) x) for x = (F + damping I)^-1 g exactly (so the quadratic is x^T g), F the
     Fisher matrix of mean_kl at the actor's parameters on a minibatch `obs` [B, obs_dim] (spec §4, §7):
     the x that §5's 10 CG iterations approximate.
@@ -354,6 +354,10 @@ def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float = 0.1
     return solve
 
 
+# the damping c of the SHAPO solve (F + c I), the release's value (spec §5)
+SHAPO_DAMPING = 0.1
+
+
 def reweighting_stats(logp0: torch.Tensor, logp_perturbed: torch.Tensor, adv: torch.Tensor) -> dict:
     """How the perturbation reweights the samples (spec §5 "Reweighting", paper Sec. 3.2), from log pi(a|s) [B]
     at theta0 and at theta0 + epsilon and the advantages [B]: w = pi_theta0+epsilon(a|s) / pi_theta0(a|s). The mean
@@ -388,13 +392,14 @@ def shapo_gradient(
     """SHAPO (spec §5, paper Alg. 3-4): the gradient g~ [n_params] of the surrogate L at theta0 + epsilon,
     a step against L in a KL ball of radius delta_down (0: the plain gradient, exactly). actor: at theta0,
     perturbed in place and restored exactly; obs [B, obs_dim], act [B, act_dim], adv [B] (for the
-    diagnostics of reweighting_stats); dist0: actor(obs) with its graph;
-    surrogate: dist -> L, its data bound in; solve: g -> (x, x^T (F + 0.1 I) x), x ~ (F(theta0) + 0.1 I)^-1 g.
-    With g = grad L(theta0), epsilon = -sqrt(2 delta_down / x^T (F + 0.1 I) x) x, shrunk by backtrack_coef
+    diagnostics of reweighting_stats); dist0: actor(obs) with its graph; surrogate: dist -> L, its data bound
+    in; solve: g -> (x, x^T (F + c I) x), x ~ (F(theta0) + c I)^-1 g, c = SHAPO_DAMPING.
+    With g = grad L(theta0), epsilon = -sqrt(2 delta_down / x^T (F + c I) x) x, shrunk by backtrack_coef
     until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down, else fallback_coef epsilon.
-    Returns (g~, epsilon, diagnostics)."""
+    Returns (L(theta0) detached, g~, diagnostics)."""
     params, theta0 = tuple(actor.parameters()), nn.utils.parameters_to_vector(actor.parameters()).detach()
-    gradient = flat_grad(surrogate(dist0), params)
+    objective = surrogate(dist0)
+    gradient = flat_grad(objective, params)
     x, curvature = solve(gradient)
     epsilon = -torch.sqrt(2.0 * delta_down / (curvature + 1e-8)) * x
     require_finite("SHAPO perturbation", epsilon)
@@ -420,7 +425,7 @@ def shapo_gradient(
         "shapo/cos_sim": cos,
         **reweighting_stats(logp0, logp_perturbed, adv),
     }
-    return perturbed_gradient, step, stats
+    return objective.detach(), perturbed_gradient, stats
 
 
 def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> float:
@@ -469,17 +474,16 @@ def ppo_step(agent: SimpleNamespace, minibatch: dict, args: Args, delta_down: fl
     reward_loss = sam_critic_loss(agent.reward_critic, obs, minibatch["target_reward"], l2_coef, rho)
     cost_loss = sam_critic_loss(agent.cost_critic, obs, minibatch["target_cost"], l2_coef, rho)
     surrogate = partial(ppo_surrogate, act=act, logp_old=minibatch["logp"], adv=adv, clip_coef=args.clip_coef)
-    dist = agent.actor(obs)
-    policy_loss = -surrogate(dist).detach()
-    gradient, _, stats = shapo_gradient(
-        agent.actor, obs, act, adv, dist, surrogate, damped_fisher_solve_fn(agent.actor, obs), delta_down
+    solve = damped_fisher_solve_fn(agent.actor, obs, SHAPO_DAMPING)
+    objective, gradient, stats = shapo_gradient(
+        agent.actor, obs, act, adv, agent.actor(obs), surrogate, solve, delta_down
     )
     for param, grad in zip(agent.actor.parameters(), gradient.split([p.numel() for p in agent.actor.parameters()])):
         param.grad = -grad.view_as(param)
     params = [param for group in agent.optimizer.param_groups for param in group["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm)
     agent.optimizer.step()
-    return torch.stack([policy_loss, reward_loss.detach(), cost_loss.detach()]), grad_norm, stats
+    return torch.stack([-objective, reward_loss.detach(), cost_loss.detach()]), grad_norm, stats
 
 
 def ppo_update(agent: SimpleNamespace, batch: dict, args: Args, stop: SimpleNamespace, delta_down: float) -> dict:

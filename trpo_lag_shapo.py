@@ -369,6 +369,12 @@ def conjugate_gradient(
     return x
 
 
+# the SHAPO solve is the release's, fixed whatever --cg-iters and --cg-damping say for the trust-region step
+# (spec §6): SHAPO_CG_ITERS of CG on (F + c I) x = g, c = SHAPO_DAMPING
+SHAPO_CG_ITERS = 10
+SHAPO_DAMPING = 0.1
+
+
 def reweighting_stats(logp0: torch.Tensor, logp_perturbed: torch.Tensor, adv: torch.Tensor) -> dict:
     """How the perturbation reweights the samples (spec §5 "Reweighting", paper Sec. 3.2), from log pi(a|s) [B]
     at theta0 and at theta0 + epsilon and the advantages [B]: w = pi_theta0+epsilon(a|s) / pi_theta0(a|s). The mean
@@ -403,13 +409,14 @@ def shapo_gradient(
     """SHAPO (spec §5, paper Alg. 3-4): the gradient g~ [n_params] of the surrogate L at theta0 + epsilon,
     a step against L in a KL ball of radius delta_down (0: the plain gradient, exactly). actor: at theta0,
     perturbed in place and restored exactly; obs [B, obs_dim], act [B, act_dim], adv [B] (for the
-    diagnostics of reweighting_stats); dist0: actor(obs) with its graph;
-    surrogate: dist -> L, its data bound in; solve: g -> (x, x^T (F + 0.1 I) x), x ~ (F(theta0) + 0.1 I)^-1 g.
-    With g = grad L(theta0), epsilon = -sqrt(2 delta_down / x^T (F + 0.1 I) x) x, shrunk by backtrack_coef
+    diagnostics of reweighting_stats); dist0: actor(obs) with its graph; surrogate: dist -> L, its data bound
+    in; solve: g -> (x, x^T (F + c I) x), x ~ (F(theta0) + c I)^-1 g, c = SHAPO_DAMPING.
+    With g = grad L(theta0), epsilon = -sqrt(2 delta_down / x^T (F + c I) x) x, shrunk by backtrack_coef
     until mean KL(pi_theta0 || pi_theta0+epsilon) <= delta_down, else fallback_coef epsilon.
-    Returns (g~, epsilon, diagnostics)."""
+    Returns (L(theta0) detached, g~, diagnostics)."""
     params, theta0 = tuple(actor.parameters()), nn.utils.parameters_to_vector(actor.parameters()).detach()
-    gradient = flat_grad(surrogate(dist0), params)
+    objective = surrogate(dist0)
+    gradient = flat_grad(objective, params)
     x, curvature = solve(gradient)
     epsilon = -torch.sqrt(2.0 * delta_down / (curvature + 1e-8)) * x
     require_finite("SHAPO perturbation", epsilon)
@@ -435,7 +442,7 @@ def shapo_gradient(
         "shapo/cos_sim": cos,
         **reweighting_stats(logp0, logp_perturbed, adv),
     }
-    return perturbed_gradient, step, stats
+    return objective.detach(), perturbed_gradient, stats
 
 
 def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> float:
@@ -489,14 +496,13 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
         return trpo_surrogate(dist, batch["act"], batch["logp"], batch["adv"])
 
     dist = actor(obs)
-    surrogate_before = surrogate(dist)
-    shapo_fvp = fisher_vector_product_fn(actor, obs, 0.1)
+    shapo_fvp = fisher_vector_product_fn(actor, obs, SHAPO_DAMPING)
 
-    def solve(g: torch.Tensor) -> tuple:  # the release's: 10 CG iterations, then one more product for x^T (F + 0.1 I) x
-        x = conjugate_gradient(shapo_fvp, g, 10)
+    def solve(g: torch.Tensor) -> tuple:  # SHAPO_CG_ITERS of CG, then one more product for x^T (F + c I) x
+        x = conjugate_gradient(shapo_fvp, g, SHAPO_CG_ITERS)
         return x, x @ shapo_fvp(x)
 
-    gradient, _, shapo_stats = shapo_gradient(
+    surrogate_before, gradient, shapo_stats = shapo_gradient(
         actor, obs, batch["act"], batch["adv"], dist, surrogate, solve, delta_down
     )
     fvp = fisher_vector_product_fn(actor, obs, args.cg_damping)

@@ -94,7 +94,7 @@ def test_exact_damped_fisher_solve_equals_explicit_inverse(hidden, batch_size, a
     module = load("ppo_lag_shapo")
     actor, batch = synthetic_batch(module, obs_dim=5, act_dim=act_dim, batch=batch_size, hidden=hidden, seed=2)
     damped = explicit_fisher(actor, batch["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
-    solve = module.damped_fisher_solve_fn(actor, batch["obs"])
+    solve = module.damped_fisher_solve_fn(actor, batch["obs"], 0.1)
     for seed in range(2):
         g = torch.randn(damped.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         x, curvature = solve(g)
@@ -112,7 +112,7 @@ def test_exact_solve_refuses_an_actor_it_was_not_written_for(activation):
     actor.mean[1] = activation()
     assert not torch.allclose(explicit_fisher(actor, batch["obs"]), tanh_fisher)  # the swap matters
     with pytest.raises(TypeError, match="Linear, Tanh, ..., Linear"):
-        module.damped_fisher_solve_fn(actor, batch["obs"])
+        module.damped_fisher_solve_fn(actor, batch["obs"], 0.1)
 
 
 @pytest.mark.parametrize("name", TRPO_SCRIPTS)

@@ -19,17 +19,41 @@ def shapo_problem(module, seed=0, batch=128):
     actor, data = synthetic_batch(module, batch=batch, seed=seed)
     if hasattr(module, "trpo_surrogate"):
         surrogate = partial(module.trpo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"])
-        fvp = module.fisher_vector_product_fn(actor, data["obs"], 0.1)
+        fvp = module.fisher_vector_product_fn(actor, data["obs"], module.SHAPO_DAMPING)
 
         def solve(g):  # as trpo_update builds it
-            x = module.conjugate_gradient(fvp, g, 10)
+            x = module.conjugate_gradient(fvp, g, module.SHAPO_CG_ITERS)
             return x, x @ fvp(x)
     else:
         surrogate = partial(
             module.ppo_surrogate, act=data["act"], logp_old=data["logp"], adv=data["adv"], clip_coef=0.2
         )
-        solve = module.damped_fisher_solve_fn(actor, data["obs"])
+        solve = module.damped_fisher_solve_fn(actor, data["obs"], module.SHAPO_DAMPING)
     return actor, data, surrogate, solve
+
+
+def perturb(module, actor, data, surrogate, solve, delta_down, *options):
+    """shapo_gradient on `data`: (L(theta0), g~, epsilon, diagnostics), epsilon read off the parameters at which
+    the surrogate is evaluated the second time (theta0 + epsilon) minus those of the first (theta0)."""
+    evaluated_at = []
+
+    def recording_surrogate(dist):
+        evaluated_at.append(flat(actor))
+        return surrogate(dist)
+
+    value, g_tilde, stats = module.shapo_gradient(
+        actor,
+        data["obs"],
+        data["act"],
+        data["adv"],
+        actor(data["obs"]),
+        recording_surrogate,
+        solve,
+        delta_down,
+        *options,
+    )
+    assert len(evaluated_at) == 2
+    return value, g_tilde, evaluated_at[1] - evaluated_at[0], stats
 
 
 def exact_solve(matrix, g):
@@ -53,13 +77,12 @@ def test_perturbation_lowers_the_surrogate_inside_the_kl_ball(name, seed, delta_
     actor, data, surrogate, solve = shapo_problem(module, seed)
     theta0, obs = flat(actor), data["obs"]
     adam = torch.optim.Adam(actor.parameters())
-    g_tilde, epsilon, stats = module.shapo_gradient(
-        actor, obs, data["act"], data["adv"], actor(obs), surrogate, solve, delta_down
-    )
+    value, g_tilde, epsilon, stats = perturb(module, actor, data, surrogate, solve, delta_down)
 
     assert torch.equal(flat(actor), theta0), "theta0 must be restored exactly"
     assert not adam.state, "the perturbation must leave no trace in an optimiser"
     value0, gradient0 = value_and_gradient_at(actor, theta0, obs, surrogate)
+    assert value.item() == pytest.approx(value0, rel=1e-12), "the surrogate at theta0 is returned as it was"
     value_eps, gradient_eps = value_and_gradient_at(actor, theta0 + epsilon, obs, surrogate)
     assert epsilon.norm() > 0 and value_eps < value0, "the perturbation must go downhill on the surrogate"
     with torch.no_grad():
@@ -83,16 +106,7 @@ def test_perturbation_is_the_natural_gradient_step_to_the_ball_boundary(name):
     actor, data, surrogate, _ = shapo_problem(module)
     damped = explicit_fisher(actor, data["obs"]) + 0.1 * torch.eye(flat(actor).numel(), dtype=torch.float64)
     delta_down = 1e-6
-    _, epsilon, stats = module.shapo_gradient(
-        actor,
-        data["obs"],
-        data["act"],
-        data["adv"],
-        actor(data["obs"]),
-        surrogate,
-        lambda g: exact_solve(damped, g),
-        delta_down,
-    )
+    _, _, epsilon, stats = perturb(module, actor, data, surrogate, lambda g: exact_solve(damped, g), delta_down)
     assert stats["shapo/backtracks"] == 0
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
     x = torch.linalg.solve(damped, gradient0)
@@ -110,9 +124,7 @@ def test_the_scripts_own_solve_gives_the_step_scale(name):
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
     x, curvature = solve(gradient0)
     assert curvature.item() == pytest.approx((x @ damped @ x).item(), rel=1e-8)
-    _, epsilon, stats = module.shapo_gradient(
-        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 1e-6
-    )
+    _, _, epsilon, stats = perturb(module, actor, data, surrogate, solve, 1e-6)
     scale = 0.8 ** stats["shapo/backtracks"]
     torch.testing.assert_close(epsilon, -scale * math.sqrt(2e-6 / curvature.item()) * x, rtol=1e-6, atol=1e-12)
 
@@ -121,11 +133,10 @@ def test_the_scripts_own_solve_gives_the_step_scale(name):
 def test_zero_radius_gives_exactly_the_plain_gradient(name):
     module = load(name)
     actor, data, surrogate, solve = shapo_problem(module)
-    g_tilde, epsilon, stats = module.shapo_gradient(
-        actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, 0.0
-    )
+    value, g_tilde, epsilon, stats = perturb(module, actor, data, surrogate, solve, 0.0)
     plain = torch.autograd.grad(surrogate(actor(data["obs"])), tuple(actor.parameters()))
     assert torch.equal(g_tilde, torch.cat([g.reshape(-1) for g in plain]))
+    assert not value.requires_grad and value.item() == surrogate(actor(data["obs"])).item()
     assert epsilon.abs().max() == 0 and stats["shapo/kl"] == 0.0
 
 
@@ -136,20 +147,8 @@ def test_kl_fallback_when_no_backtrack_fits(name):
     runs = []
     for backtrack_steps in (10, 0):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
         actor, data, surrogate, solve = shapo_problem(module)
-        runs.append(
-            module.shapo_gradient(
-                actor,
-                data["obs"],
-                data["act"],
-                data["adv"],
-                actor(data["obs"]),
-                surrogate,
-                solve,
-                1e-4,
-                backtrack_steps,
-            )
-        )
-    (_, full, _), (_, fallback, stats) = runs
+        runs.append(perturb(module, actor, data, surrogate, solve, 1e-4, backtrack_steps))
+    (_, _, full, _), (_, _, fallback, stats) = runs
     assert stats["shapo/backtracks"] == 0
     torch.testing.assert_close(fallback, 0.1 * full)
 
@@ -254,16 +253,7 @@ def test_prop5_radius_puts_the_linearised_objective_at_the_alpha_quantile(name, 
     code_fisher = explicit_fisher(actor, data["obs"])  # the code's KL units: averaged over action dimensions
     delta = module.pessimism_radius(module.Args(pessimism_schedule="prop5", pessimism_alpha=alpha), 0, n, act_dim)
     _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
-    _, epsilon, stats = module.shapo_gradient(
-        actor,
-        data["obs"],
-        data["act"],
-        data["adv"],
-        actor(data["obs"]),
-        surrogate,
-        lambda g: exact_solve(code_fisher, g),
-        delta,
-    )
+    _, _, epsilon, stats = perturb(module, actor, data, surrogate, lambda g: exact_solve(code_fisher, g), delta)
     assert stats["shapo/backtracks"] <= 1
     quantile = 0.8 ** stats["shapo/backtracks"] * torch.distributions.Normal(
         0.0, math.sqrt(gradient0 @ torch.linalg.solve(joint, gradient0) / n)
@@ -296,9 +286,7 @@ def test_advantage_weighted_log_w_is_g_dot_epsilon_to_first_order(name):
     for delta_down in (1e-6, 1e-8):  # a fresh problem each: TRPO's Fisher product holds theta0's graph
         actor, data, surrogate, solve = shapo_problem(module, seed=1)
         _, gradient0 = value_and_gradient_at(actor, flat(actor), data["obs"], surrogate)
-        _, epsilon, stats = module.shapo_gradient(
-            actor, data["obs"], data["act"], data["adv"], actor(data["obs"]), surrogate, solve, delta_down
-        )
+        _, _, epsilon, stats = perturb(module, actor, data, surrogate, solve, delta_down)
         first_order = (gradient0 @ epsilon).item()
         assert first_order < 0 and stats["shapo/adv_weighted_log_w"] < 0
         assert stats["shapo/adv_weighted_log_w"] == pytest.approx(first_order, rel=30 * math.sqrt(delta_down))

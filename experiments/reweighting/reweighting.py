@@ -102,20 +102,28 @@ def collect_batch(path: str, steps: int, num_envs: Optional[int], seed: int) -> 
 
 def perturb(actor: torch.nn.Module, batch: dict, delta_down: float) -> Dict[str, object]:
     """SHAPO-TRPO-Lag's perturbation of `actor` on the whole batch at radius delta_down (the actor is restored):
-    epsilon, the logged diagnostics, and log pi at theta0 and log w of every sample."""
+    the perturbed parameters theta0 + epsilon (those at which it evaluates the surrogate the second time), the logged
+    diagnostics, and log pi at theta0 and log w of every sample."""
     obs, act, adv = batch["obs"], batch["act"], batch["adv"]
-    fvp = shapo.fisher_vector_product_fn(actor, obs, 0.1)
+    fvp = shapo.fisher_vector_product_fn(actor, obs, shapo.SHAPO_DAMPING)
 
     def solve(g: torch.Tensor) -> tuple:  # as trpo_lag_shapo.trpo_update builds it
-        x = shapo.conjugate_gradient(fvp, g, 10)
+        x = shapo.conjugate_gradient(fvp, g, shapo.SHAPO_CG_ITERS)
         return x, x @ fvp(x)
 
+    evaluated_at = []
+
+    def recording_surrogate(dist):
+        evaluated_at.append(torch.nn.utils.parameters_to_vector(actor.parameters()).detach())
+        return surrogate(batch, adv)(dist)
+
     dist0 = actor(obs)
-    _, epsilon, stats = shapo.shapo_gradient(actor, obs, act, adv, dist0, surrogate(batch, adv), solve, delta_down)
+    _, _, stats = shapo.shapo_gradient(actor, obs, act, adv, dist0, recording_surrogate, solve, delta_down)
+    theta = evaluated_at[-1]
     with torch.no_grad():
         logp0 = dist0.log_prob(act).sum(-1)
-        logp_perturbed = at(actor, epsilon, lambda: actor(obs).log_prob(act).sum(-1))
-    return {"epsilon": epsilon, "stats": stats, "logp0": logp0, "log_w": logp_perturbed - logp0}
+        logp_perturbed = at(actor, theta, lambda: actor(obs).log_prob(act).sum(-1))
+    return {"theta": theta, "stats": stats, "logp0": logp0, "log_w": logp_perturbed - logp0}
 
 
 def surrogate(batch: dict, advantages: torch.Tensor):
@@ -123,17 +131,17 @@ def surrogate(batch: dict, advantages: torch.Tensor):
     return lambda dist: shapo.trpo_surrogate(dist, batch["act"], batch["logp"], advantages)
 
 
-def at(actor: torch.nn.Module, epsilon: torch.Tensor, compute):
-    """compute() with the actor's parameters moved by epsilon, then restored exactly."""
+def at(actor: torch.nn.Module, theta: torch.Tensor, compute):
+    """compute() with the actor's parameters set to the flat `theta`, then restored exactly."""
     theta0 = torch.nn.utils.parameters_to_vector(actor.parameters()).detach()
-    shapo.set_flat_params(actor, theta0 + epsilon)
+    shapo.set_flat_params(actor, theta)
     try:
         return compute()
     finally:
         shapo.set_flat_params(actor, theta0)
 
 
-def change_share(actor: torch.nn.Module, batch: dict, epsilon: torch.Tensor, mask: torch.Tensor) -> float:
+def change_share(actor: torch.nn.Module, batch: dict, theta: torch.Tensor, mask: torch.Tensor) -> float:
     """The part of g~ - g that the samples in `mask` [B] contribute, projected on g~ - g, over |g~ - g|^2. The
     surrogate is linear in the advantages, so the parts of complementary masks add up to g~ - g and their shares
     to 1."""
@@ -142,7 +150,7 @@ def change_share(actor: torch.nn.Module, batch: dict, epsilon: torch.Tensor, mas
     def change(advantages: torch.Tensor) -> torch.Tensor:
         loss = surrogate(batch, advantages)
         before = shapo.flat_grad(loss(actor(batch["obs"])), params)
-        return at(actor, epsilon, lambda: shapo.flat_grad(loss(actor(batch["obs"])), params)) - before
+        return at(actor, theta, lambda: shapo.flat_grad(loss(actor(batch["obs"])), params)) - before
 
     total, part = change(batch["adv"]), change(batch["adv"] * mask)
     return float(part @ total / (total @ total))
@@ -185,8 +193,8 @@ def main(args: Args) -> str:
             result = by_delta[delta]
             logp0, log_w, stats = result["logp0"].numpy(), result["log_w"].numpy(), result["stats"]
             w = np.exp(log_w)
-            share_negative = change_share(facts["actor"], batch, result["epsilon"], batch["adv"] < 0)
-            share_costly = change_share(facts["actor"], batch, result["epsilon"], batch["adv_cost"] > 0)
+            share_negative = change_share(facts["actor"], batch, result["theta"], batch["adv"] < 0)
+            share_costly = change_share(facts["actor"], batch, result["theta"], batch["adv_cost"] > 0)
             rows.append(
                 f"| {label} | {facts['env_id']} ({facts['script']}, {facts['step']}) | {facts['episodes']}: "
                 f"{facts['return']:.1f}, {facts['cost']:.1f} | {facts['lambda']:.3f} | {delta:g} "
