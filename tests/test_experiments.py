@@ -36,6 +36,7 @@ PYTHON_FILES = (
     "omnisafe/omnisafe_tables.py",
     "omnisafe/omnisafe_trpolag.py",
     "sensitivity/sensitivity.py",
+    "dose_response/dose_response.py",
     "release_falls/compare.py",
     "release_falls/init_falls.py",
     "release_falls/release_init.py",
@@ -48,6 +49,7 @@ PYTHON_FILES = (
 COMMAND_LINES = {
     "omnisafe/omnisafe_tables.py": "Args",
     "sensitivity/sensitivity.py": "Args",
+    "dose_response/dose_response.py": "Args",
     "reweighting/reweighting.py": "Args",
     "diagnostics_overhead/diagnostics_overhead.py": "Args",
     "release_falls/compare.py": "main",
@@ -316,6 +318,33 @@ def test_sensitivity_figure_and_paired_table(tmp_path):
     assert (out / "sensitivity.png").stat().st_size > 10_000
 
 
+def test_dose_response_table_pairs_by_seed_and_averages_the_diagnostics(tmp_path):
+    study = load_experiment("dose_response/dose_response.py")
+    runs = tmp_path / "runs"
+    # delta -> per seed: final return, share of falls in the last episodes, cumulative falls at step 300, cos
+    grid = {"0": [(10, 1.0, 30, 1.0), (20, 0.0, 60, 1.0)], "1e-4": [(16, 0.0, 24, 0.9), (22, 0.0, 70, 0.7)]}
+    for delta, per_seed in grid.items():
+        for seed, (final_return, fall, falls, cos) in enumerate(per_seed):
+            episodes = [(50, final_return, fall), (150, final_return, fall), (350, 1e6, 1)]
+            epochs = [(100, falls / 3), (200, 2 * falls / 3), (300, falls), (400, 100 * falls)]  # past --steps: cut
+            extra = [("shapo/cos_sim", cos, 100), ("shapo/cos_sim", 2 * cos - 1, 300), ("shapo/cos_sim", -9, 400)]
+            name = f"trpo_lag_shapo_pid-delta_down={delta}-critic_sam_rho=0"
+            write_run(runs, f"Walker2d-v4__{name}__{seed}__1700000000", episodes, epochs, extra)
+    write_run(runs, "Walker2d-v4__trpo_lag_shapo_pid-delta_down=1e-2-critic_sam_rho=0__0__1700000000", [], [])
+    write_run(runs, "Walker2d-v4__trpo_lag_shapo_pid-delta_down=1e-3__0__1700000000", [(50, 1, 0)], [(100, 0)])
+    out = tmp_path / "out"
+    study.main(parse(study.Args, ["--runs-dir", str(runs), "--out-dir", str(out), "--steps", "300"]))
+    text = (out / "results.md").read_text()
+    measures, diagnostics = [table_rows(part)[1:] for part in text.split("\n\n") if part.startswith("|")]
+    assert [row[:2] for row in measures] == [["0", "0, 1"], ["0.0001", "0, 1"]]
+    assert [point(cell) for cell in measures[1][2:]] == [19.0, 47.0, 0.0, 4.0, 2.0, -0.5]
+    assert measures[0][5:] == ["", "", ""]  # no paired difference of the base with itself
+    assert point(diagnostics[1][3]) == pytest.approx(((0.9 + 0.8) / 2 + (0.7 + 0.4) / 2) / 2)
+    assert diagnostics[1][1] == ""  # a diagnostic no run logged stays empty
+    assert "delta_down=1e-3__0__1700000000 (100 steps)" in text  # short of --steps: left out, and said so
+    assert (out / "dose_response.png").stat().st_size > 10_000
+
+
 def test_compare_release_falls_on_synthetic_tallies(tmp_path, capsys):
     compare = load_experiment("release_falls/compare.py")
     header = "epoch,vec_step,env,return,length,terminated,truncated\n"
@@ -457,6 +486,9 @@ CHECKS = {  # what a shell script may run -> check of its arguments (returns the
     "experiments/sensitivity/sensitivity.py": lambda argv: (
         parse(load_experiment("sensitivity/sensitivity.py").Args, argv) and None
     ),
+    "experiments/dose_response/dose_response.py": lambda argv: (
+        parse(load_experiment("dose_response/dose_response.py").Args, argv) and None
+    ),
     "experiments/release_falls/compare.py": lambda argv: (
         None
         if {a[2:].replace("-", "_") for a in argv if a[:2] == "--"}
@@ -489,7 +521,7 @@ EXPECTED_CALLS = {
         "experiments/release_falls/compare.py",
     },
     "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
-    "dose_response/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
+    "dose_response/run.sh": {"sweep.py", "experiments/dose_response/dose_response.py", "plot.py"},
     "walker10/run.sh": {"sweep.py", "plot.py"},
     "reweighting/run.sh": {"sweep.py", "experiments/reweighting/reweighting.py"},
 }
