@@ -149,22 +149,10 @@ def test_interrupted_run_resumes_in_its_folder(tiny_grid, tmp_path):
 
 def test_sigterm_stops_the_runs_at_a_checkpoint_and_a_rerun_completes_the_grid(tmp_path):
     # three runs of ten epochs, two at a time: stopped once both have logged their first epoch
-    flags = [
-        "--scripts",
-        "ppo_lag",
-        "--env-ids",
-        "Walker2d-v4",
-        "--seeds",
-        "0",
-        "1",
-        "2",
-        "--total-timesteps",
-        "2000",
-        "--steps-per-epoch",
-        "200",
-        "--num-envs",
-        "2",
-    ]
+    flags = (
+        "--scripts ppo_lag --env-ids Walker2d-v4 --seeds 0 1 2 --total-timesteps 2000 --steps-per-epoch "
+        "200 --num-envs 2"
+    ).split()
     logs = [tmp_path / "sweep_logs" / f"ppo_lag__Walker2d-v4__{seed}.log" for seed in (0, 1, 2)]
     proc = subprocess.Popen(
         sweep_command(*flags, "--workers", "2", out_dir=tmp_path),
@@ -212,20 +200,7 @@ def test_sigterm_stops_the_runs_at_a_checkpoint_and_a_rerun_completes_the_grid(t
 def test_ray_backend_runs_and_skips_on_a_local_ray_instance(tmp_path):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (it is in requirements.txt)")
-    flags = [
-        "--backend",
-        "ray",
-        "--scripts",
-        "ppo_lag",
-        "--env-ids",
-        "Walker2d-v4",
-        "--seeds",
-        "0",
-        "1",
-        "--workers",
-        "2",
-        *TINY,
-    ]
+    flags = [*"--backend ray --scripts ppo_lag --env-ids Walker2d-v4 --seeds 0 1 --workers 2".split(), *TINY]
     result = sweep(*flags, out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = progress_lines(result.stdout)
@@ -311,26 +286,10 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path):
 
 def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
     # two grid points of one script; then a larger budget resumes both in their folders; then both are skipped
-    flags = [
-        "--scripts",
-        "trpo_lag_shapo",
-        "--env-ids",
-        "Walker2d-v4",
-        "--seeds",
-        "0",
-        "--workers",
-        "2",
-        "--exp-name-suffix",
-        "pid",
-        "--grid",
-        "delta-down=0,1e-4",
-        "--steps-per-epoch",
-        "200",
-        "--num-envs",
-        "2",
-        "--lagrangian",
-        "pid",
-    ]
+    flags = (
+        "--scripts trpo_lag_shapo --env-ids Walker2d-v4 --seeds 0 --workers 2 --exp-name-suffix pid "
+        "--grid delta-down=0,1e-4 --steps-per-epoch 200 --num-envs 2 --lagrangian pid"
+    ).split()
     result = sweep(*flags, "--total-timesteps", "400", out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     names = ["trpo_lag_shapo_pid-delta_down=0", "trpo_lag_shapo_pid-delta_down=1e-4"]
@@ -356,24 +315,10 @@ def test_grid_names_each_point_by_its_values_resumes_and_skips(tmp_path):
 def test_grid_points_on_the_ray_backend_resume_in_their_folders(tmp_path):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (it is in requirements.txt)")
-    flags = [
-        "--backend",
-        "ray",
-        "--scripts",
-        "ppo_lag",
-        "--env-ids",
-        "Walker2d-v4",
-        "--seeds",
-        "1",
-        "--workers",
-        "2",
-        "--grid",
-        "gamma=0.9,0.99",
-        "--steps-per-epoch",
-        "200",
-        "--num-envs",
-        "2",
-    ]
+    flags = (
+        "--backend ray --scripts ppo_lag --env-ids Walker2d-v4 --seeds 1 --workers 2 --grid "
+        "gamma=0.9,0.99 --steps-per-epoch 200 --num-envs 2"
+    ).split()
     result = sweep(*flags, "--total-timesteps", "200", out_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     folders = run_dirs(tmp_path)
