@@ -454,17 +454,9 @@ def rollout(
     where truncated), the next observations and the ended Episodes. Raises StopRequested once stop.signal is set."""
     actor, normalizer, device = agent.actor, agent.normalizer, next(agent.actor.parameters()).device
     num_envs, act_dim = obs.shape[0], envs.single_action_space.shape[0]
-    shapes = {
-        "obs": obs.shape[1:],
-        "act": (act_dim,),
-        "logp": (),
-        "next_obs": obs.shape[1:],
-        "reward": (),
-        "cost": (),
-        "terminated": (),
-        "done": (),
-    }
-    data = {key: np.zeros((num_steps, num_envs, *shape), dtype=np.float32) for key, shape in shapes.items()}
+    vectors = {"obs": obs.shape[1:], "act": (act_dim,), "next_obs": obs.shape[1:]}  # the other fields: one number
+    fields = ("obs", "act", "logp", "next_obs", "reward", "cost", "terminated", "done")
+    data = {key: np.zeros((num_steps, num_envs, *vectors.get(key, ())), dtype=np.float32) for key in fields}
     episodes = []
     for t in range(num_steps):
         with torch.no_grad():
@@ -496,11 +488,9 @@ def make_agent(obs_dim: int, act_dim: int, args: Args, device: torch.device) -> 
     """All that learns or keeps statistics: the actor (moved by trust-region steps), the critics V_r and V_c, one
     Adam for the critics, the Lagrange multiplier (Adam or PID) and the observation statistics. A checkpoint
     stores the parts named in CHECKPOINT_PARTS."""
-    actor, reward_critic, cost_critic = (
-        Actor(obs_dim, act_dim).to(device),
-        mlp(obs_dim, 1).to(device),
-        mlp(obs_dim, 1).to(device),
-    )
+    actor = Actor(obs_dim, act_dim).to(device)
+    reward_critic = mlp(obs_dim, 1).to(device)
+    cost_critic = mlp(obs_dim, 1).to(device)
     critic_params = [*reward_critic.parameters(), *cost_critic.parameters()]
     return SimpleNamespace(
         actor=actor,
@@ -540,12 +530,9 @@ def train(
             update_start = time.perf_counter()
             for episode in episodes:
                 step = progress.global_step + (episode.t + 1) * args.num_envs
-                for name, value in (
-                    ("return", episode.episode_return),
-                    ("cost", episode.cost),
-                    ("length", episode.length),
-                ):
-                    writer.add_scalar(f"charts/episodic_{name}", value, step)
+                writer.add_scalar("charts/episodic_return", episode.episode_return, step)
+                writer.add_scalar("charts/episodic_cost", episode.cost, step)
+                writer.add_scalar("charts/episodic_length", episode.length, step)
             progress.epoch, progress.global_step = epoch + 1, progress.global_step + args.steps_per_epoch
             progress.cumulative_cost += data["cost"].sum().item()
             data = {key: value.to(device) for key, value in data.items()}
@@ -726,25 +713,20 @@ SUPPORTED_TASKS = (
 def check_custom_env(env_id: str) -> None:
     """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
     whose first step reports info["cost"]."""
-    try:
+    try:  # gymnasium's errors (unknown id, module not found, a constructor's), InfoCost's (no cost) and ours
         env = gym.make(env_id)
-    except Exception as error:  # gymnasium's own: unknown id, module not found, a constructor's error
+        spaces = (env.observation_space, env.action_space)
+        env.close()
+        if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
+            raise ValueError("needs a flat Box observation space and a Box action space")
+        env = make_env(env_id)
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        env.close()
+    except Exception as error:
         raise ValueError(
             f"unsupported --env-id {env_id!r} ({type(error).__name__}: {error}): {SUPPORTED_TASKS}"
         ) from None
-    spaces = env.observation_space, env.action_space
-    env.close()
-    if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
-        raise ValueError(
-            f"unsupported --env-id {env_id!r}: needs a flat Box observation space and a Box action space; "
-            f"{SUPPORTED_TASKS}"
-        )
-    env = make_env(env_id)
-    try:
-        env.reset(seed=0)
-        env.step(env.action_space.sample())  # InfoCost's ValueError if no cost is reported
-    finally:
-        env.close()
 
 
 # flags a resumed run may change; all others must match the checkpoint's

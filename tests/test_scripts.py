@@ -241,7 +241,14 @@ SHAPO_TERMS = ("delta_down", "critic_sam_rho", "pessimism", "NormalDist", "Calla
         (
             "trpo_lag",
             "trpo_lag_shapo",
-            {"reweighting_stats", "shapo_gradient", "pessimism_radius", "sam_critic_loss"},
+            {
+                "SHAPO_CG_ITERS",
+                "SHAPO_DAMPING",
+                "reweighting_stats",
+                "shapo_gradient",
+                "pessimism_radius",
+                "sam_critic_loss",
+            },
             {"imports", "Args", "check_args", "trpo_update", "critics_step", "train"},
             set(),
         ),
@@ -253,6 +260,7 @@ SHAPO_TERMS = ("delta_down", "critic_sam_rho", "pessimism", "NormalDist", "Calla
                 "set_flat_params",
                 "mean_kl",
                 "damped_fisher_solve_fn",
+                "SHAPO_DAMPING",
                 "reweighting_stats",
                 "shapo_gradient",
                 "pessimism_radius",
