@@ -313,11 +313,14 @@ class PIDLagrange:
         self.multiplier = max(0.0, self.kp * self.delta_p + self.integral + self.kd * derivative)
         self.cost_history = (self.cost_history + [self.cost_ema])[-self.d_delay :]
 
+    STATE = ("multiplier", "integral", "delta_p", "cost_ema", "cost_history")  # what a checkpoint keeps of it
+
     def state_dict(self) -> dict:
-        return copy.deepcopy(vars(self))
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self).update(copy.deepcopy(state))
+        for name in self.STATE:
+            setattr(self, name, copy.deepcopy(state[name]))
 
 
 def flat_grad(output: torch.Tensor, params: tuple, **kwargs) -> torch.Tensor:

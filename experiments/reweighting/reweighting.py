@@ -57,7 +57,7 @@ class Args:
 def collect_batch(path: str, steps: int, num_envs: Optional[int], seed: int) -> Tuple[SimpleNamespace, dict, dict]:
     """Load a checkpoint with its own script and collect a fresh batch of `steps` transitions with its policy.
     Returns (the script's run flags, the batch of make_batch plus the centred cost advantage "adv_cost", facts)."""
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     script = evaluate.load_script(checkpoint["script"])
     run = SimpleNamespace(**checkpoint["args"])
     num_envs = num_envs or run.num_envs
@@ -66,23 +66,17 @@ def collect_batch(path: str, steps: int, num_envs: Optional[int], seed: int) -> 
     make = [lambda: script.make_env(run.env_id)] * num_envs
     envs = script.safety_gymnasium.vector.SafetySyncVectorEnv(make)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    agent = SimpleNamespace(actor=script.Actor(obs_dim, act_dim), normalizer=script.ObsNormalizer(shape=(obs_dim,)))
-    critics = [script.mlp(obs_dim, 1), script.mlp(obs_dim, 1)]
-    for part, name in (
-        (agent.actor, "actor"),
-        (agent.normalizer, "normalizer"),
-        (critics[0], "reward_critic"),
-        (critics[1], "cost_critic"),
-    ):
-        part.load_state_dict(checkpoint[name])
+    agent = script.make_agent(obs_dim, act_dim, run, torch.device("cpu"))
+    for name in script.CHECKPOINT_PARTS:
+        getattr(agent, name).load_state_dict(checkpoint[name])
+    critics = [agent.reward_critic, agent.cost_critic]
+    lam = agent.lagrange.multiplier
     obs, _ = envs.reset(seed=script.draw_seeds(seed, num_envs, 0))
     stop = SimpleNamespace(signal=None)
     data, _, episodes = script.rollout(
         envs, agent, agent.normalizer(obs), np.zeros((3, num_envs)), steps // num_envs, stop
     )
     envs.close()
-    state = checkpoint["lagrange"]
-    lam = max(0.0, float(state["multiplier"]) if "multiplier" in state else float(state["value"]))
     batch = script.make_batch(data, critics[0], critics[1], lam, run)
     # A_c, the centred cost advantage: A = (A_r - lambda A_c) / (1 + lambda), so A at lambda 0 minus twice A at lambda 1
     plain, unit = (script.make_batch(data, critics[0], critics[1], value, run)["adv"] for value in (0.0, 1.0))
