@@ -78,22 +78,8 @@ def test_script_trains_end_to_end_on_point_goal(name, tmp_path):
 
 
 def test_shapo_trpo_trains_on_ant_with_every_option(tmp_path):
-    result = run_script(
-        "trpo_lag_shapo",
-        "--env-id",
-        "Ant-v4",
-        "--total-timesteps",
-        "1000",
-        "--steps-per-epoch",
-        "500",
-        "--num-envs",
-        "2",
-        "--critic-sam-rho",
-        "0.05",
-        "--pessimism-schedule",
-        "prop5",
-        cwd=tmp_path,
-    )
+    flags = "--env-id Ant-v4 --total-timesteps 1000 --steps-per-epoch 500 --num-envs 2 --critic-sam-rho 0.05"
+    result = run_script("trpo_lag_shapo", *flags.split(), "--pessimism-schedule", "prop5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     logged = scalars(run_dir)
@@ -105,22 +91,8 @@ def test_shapo_trpo_trains_on_ant_with_every_option(tmp_path):
 @pytest.mark.parametrize("name", ["trpo_lag", "trpo_lag_shapo"])
 def test_pid_lagrangian_end_to_end(name, tmp_path):
     """--lagrangian pid (spec §8): Walker2d falls cost 1 each, so with cost limit 0 lambda climbs."""
-    result = run_script(
-        name,
-        "--env-id",
-        "Walker2d-v4",
-        "--total-timesteps",
-        "600",
-        "--steps-per-epoch",
-        "200",
-        "--num-envs",
-        "2",
-        "--cost-limit",
-        "0",
-        "--lagrangian",
-        "pid",
-        cwd=tmp_path,
-    )
+    flags = "--env-id Walker2d-v4 --total-timesteps 600 --steps-per-epoch 200 --num-envs 2 --cost-limit 0"
+    result = run_script(name, *flags.split(), "--lagrangian", "pid", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     lambdas = scalars(run_dir)["charts/lagrange_multiplier"]
