@@ -332,17 +332,31 @@ def test_dose_response_table_pairs_by_seed_and_averages_the_diagnostics(tmp_path
             write_run(runs, f"Walker2d-v4__{name}__{seed}__1700000000", episodes, epochs, extra)
     write_run(runs, "Walker2d-v4__trpo_lag_shapo_pid-delta_down=1e-2-critic_sam_rho=0__0__1700000000", [], [])
     write_run(runs, "Walker2d-v4__trpo_lag_shapo_pid-delta_down=1e-3__0__1700000000", [(50, 1, 0)], [(100, 0)])
+    # an earlier session's rows: seed 2 at delta 0 joins, the row of delta 1e-4 seed 0 gives way to its run folder
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(
+        "delta_down,seed,final_return,falls_during_training,final_share_of_falls,shapo/cos_sim,run\n"
+        "0.0,2,30,90,1.0,,kept\n0.0001,0,999,999,1.0,0.5,replaced\n"
+    )
     out = tmp_path / "out"
-    study.main(parse(study.Args, ["--runs-dir", str(runs), "--out-dir", str(out), "--steps", "300"]))
+    argv = f"--runs-dir {runs} --out-dir {out} --steps 300 --rows {earlier}"
+    study.main(parse(study.Args, argv.split()))
     text = (out / "results.md").read_text()
-    measures, diagnostics = [table_rows(part)[1:] for part in text.split("\n\n") if part.startswith("|")]
-    assert [row[:2] for row in measures] == [["0", "0, 1"], ["0.0001", "0, 1"]]
-    assert [point(cell) for cell in measures[1][2:]] == [19.0, 47.0, 0.0, 4.0, 2.0, -0.5]
+    measures, improvement, diagnostics = [table_rows(part)[1:] for part in text.split("\n\n") if part.startswith("|")]
+    assert [row[:2] for row in measures] == [["0", "0, 1, 2"], ["0.0001", "0, 1"]]
+    assert [point(cell) for cell in measures[1][2:]] == [19.0, 47.0, 0.0, 4.0, 2.0, -0.5]  # paired: seeds 0, 1
     assert measures[0][5:] == ["", "", ""]  # no paired difference of the base with itself
-    assert point(diagnostics[1][3]) == pytest.approx(((0.9 + 0.8) / 2 + (0.7 + 0.4) / 2) / 2)
-    assert diagnostics[1][1] == ""  # a diagnostic no run logged stays empty
+    # returns 16, 22 against 10, 20, 30: 3 of 6 pairs higher; falls 24, 70 against 30, 60, 90: 4 of 6 lower
+    assert [point(cell) for cell in improvement[1][4:]] == [0.5, pytest.approx(4 / 6, abs=0.005)]
+    assert point(diagnostics[1][4]) == pytest.approx(((0.9 + 0.8) / 2 + (0.7 + 0.4) / 2) / 2)
+    assert diagnostics[0][1] == "0, 1"  # seed 2's row has no diagnostics
+    assert diagnostics[1][2] == ""  # a diagnostic no run logged stays empty
     assert "delta_down=1e-3__0__1700000000 (100 steps)" in text  # short of --steps: left out, and said so
     assert (out / "dose_response.png").stat().st_size > 10_000
+    rows = {(row["delta_down"], row["seed"]): row for row in study.read_rows(str(out / "runs.csv"))}
+    assert sorted(rows) == [(0.0, 0), (0.0, 1), (0.0, 2), (1e-4, 0), (1e-4, 1)]
+    assert rows[(0.0, 2)]["run"] == "kept"
+    assert rows[(1e-4, 0)]["final_return"] == 16.0
 
 
 def test_compare_release_falls_on_synthetic_tallies(tmp_path, capsys):
@@ -521,7 +535,7 @@ EXPECTED_CALLS = {
         "experiments/release_falls/compare.py",
     },
     "sensitivity/run.sh": {"sweep.py", "experiments/sensitivity/sensitivity.py", "plot.py"},
-    "dose_response/run.sh": {"sweep.py", "experiments/dose_response/dose_response.py", "plot.py"},
+    "dose_response/run.sh": {"sweep.py", "experiments/dose_response/dose_response.py"},
     "walker10/run.sh": {"sweep.py", "plot.py"},
     "reweighting/run.sh": {"sweep.py", "experiments/reweighting/reweighting.py"},
 }
