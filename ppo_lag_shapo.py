@@ -605,7 +605,6 @@ def train(
     device = next(agent.actor.parameters()).device
     for epoch in range(progress.epoch, num_epochs):
         last_good = snapshot(args, agent, progress) if args.save_model else None
-        actor_before = copy.deepcopy(agent.actor.state_dict())
         rollout_start = time.perf_counter()
         try:
             data, obs, episodes = rollout(envs, agent, obs, episode_sums, args.steps_per_epoch // args.num_envs, stop)
@@ -620,7 +619,7 @@ def train(
             data = {key: value.to(device) for key, value in data.items()}
 
             # J_c, the Lagrange multiplier (once per epoch, before the policy) and the update. A non-finite value stops
-            # the run, the actor as it was (the checks name the quantity)
+            # the run after the last good checkpoint (the checks name the quantity)
             if (estimate := cost_estimate(progress.cost_window, [episode.cost for episode in episodes])) is not None:
                 progress.mean_episode_cost = estimate
             if progress.mean_episode_cost is not None:
@@ -643,7 +642,6 @@ def train(
             print(f"{SCRIPT}: stopped by {stop.signal} in epoch {epoch + 1}{saved}", flush=True)
             return
         except FloatingPointError as fault:
-            agent.actor.load_state_dict(actor_before)
             saved = save_checkpoint(last_good, checkpoint_path)
             raise SystemExit(f"{SCRIPT}: error: non-finite or invalid {fault} in epoch {epoch + 1}{saved}") from None
 
