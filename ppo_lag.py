@@ -159,13 +159,11 @@ def make_envs(args: Args):
     env_fns = [partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs
     if not args.async_envs:
         return safety_gymnasium.vector.SafetySyncVectorEnv(env_fns)
-    handlers = {}  # the handlers to put back
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handlers[signum] = signal.signal(signum, signal.SIG_IGN)
+    handlers_before = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:  # the subprocesses start here and keep the ignored signals
         return safety_gymnasium.vector.SafetyAsyncVectorEnv(env_fns)
     finally:
-        for signum, handler in handlers.items():
+        for signum, handler in handlers_before.items():
             signal.signal(signum, handler)
 
 
@@ -525,15 +523,13 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     def request_stop(signum: int, _frame) -> None:
         stop.signal = stop.signal or signal.Signals(signum).name
 
-    handlers = {}  # the handlers to put back
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handlers[signum] = signal.signal(signum, request_stop)
+    handlers_before = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         obs, _ = envs.reset(seed=env_seeds)
         agent.normalizer.update(obs)
         train(args, envs, agent.normalizer(obs), agent, progress, writer, run_dir, stop)
     finally:
-        for signum, handler in handlers.items():
+        for signum, handler in handlers_before.items():
             signal.signal(signum, handler)
         envs.close()
         writer.close()
