@@ -373,10 +373,7 @@ def trpo_update(actor: Actor, batch: dict, args: Args) -> dict:
     the first step with a finite surrogate no worse than before and mean KL <= delta; if none passes,
     the actor stays as it was. Returns diagnostics by TensorBoard tag."""
     obs, theta_old = batch["obs"], nn.utils.parameters_to_vector(actor.parameters()).detach()
-
-    def surrogate(dist: Normal) -> torch.Tensor:
-        return trpo_surrogate(dist, batch["act"], batch["logp"], batch["adv"])
-
+    surrogate = partial(trpo_surrogate, act=batch["act"], logp_old=batch["logp"], adv=batch["adv"])  # dist -> L
     dist = actor(obs)
     surrogate_before = surrogate(dist)
     gradient = flat_grad(surrogate_before, tuple(actor.parameters()))

@@ -490,10 +490,7 @@ def trpo_update(actor: Actor, batch: dict, args: Args, delta_down: float) -> dic
     the first step with a finite surrogate no worse than before and mean KL <= delta; if none passes,
     the actor stays as it was. SHAPO (Alg. 3, spec §6): g is shapo_gradient's, solved by 10 CG iterations."""
     obs, theta_old = batch["obs"], nn.utils.parameters_to_vector(actor.parameters()).detach()
-
-    def surrogate(dist: Normal) -> torch.Tensor:
-        return trpo_surrogate(dist, batch["act"], batch["logp"], batch["adv"])
-
+    surrogate = partial(trpo_surrogate, act=batch["act"], logp_old=batch["logp"], adv=batch["adv"])  # dist -> L
     dist = actor(obs)
     shapo_fvp = fisher_vector_product_fn(actor, obs, SHAPO_DAMPING)
 

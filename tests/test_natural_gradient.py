@@ -144,8 +144,8 @@ def test_trpo_line_search_keeps_the_actor_when_every_step_is_worse(name, monkeyp
     before = flat(actor)
     true_surrogate = module.trpo_surrogate
 
-    def worse_at_every_candidate(*args):  # candidates are evaluated without autograd
-        value = true_surrogate(*args)
+    def worse_at_every_candidate(*args, **kwargs):  # candidates are evaluated without autograd
+        value = true_surrogate(*args, **kwargs)
         return value if torch.is_grad_enabled() else value - 1.0
 
     monkeypatch.setattr(module, "trpo_surrogate", worse_at_every_candidate)
