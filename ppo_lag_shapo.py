@@ -699,9 +699,8 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
         )
     writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
-        writer.add_text(
-            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-        )
+        rows = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
     stop = SimpleNamespace(signal=None)  # the first SIGINT (Ctrl-C) or SIGTERM; the epoch under way is then abandoned
 
     def request_stop(signum: int, _frame) -> None:
@@ -739,9 +738,8 @@ CHECKPOINT_PARTS = ("actor", "reward_critic", "cost_critic", "optimizer", "lagra
 def snapshot(args: Args, agent: SimpleNamespace, progress: SimpleNamespace) -> dict:
     """A checkpoint (a deep copy): all the run needs to go on from the epoch boundary it is at."""
     states = {name: getattr(agent, name).state_dict() for name in CHECKPOINT_PARTS}
-    return copy.deepcopy(
-        {"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args)), **vars(progress), **states}
-    )
+    header = {"version": CHECKPOINT_VERSION, "script": SCRIPT, "args": dict(vars(args))}
+    return copy.deepcopy({**header, **vars(progress), **states})
 
 
 def require_finite(quantity: str, *values) -> None:
