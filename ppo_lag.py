@@ -285,9 +285,8 @@ def ppo_losses(agent: SimpleNamespace, minibatch: dict, args: Args) -> torch.Ten
     make_batch's batch); the minibatch step descends their sum (spec §3)."""
     reward_loss = critic_loss(agent.reward_critic, minibatch["obs"], minibatch["target_reward"], args.critic_l2_coef)
     cost_loss = critic_loss(agent.cost_critic, minibatch["obs"], minibatch["target_cost"], args.critic_l2_coef)
-    surrogate = ppo_surrogate(
-        agent.actor(minibatch["obs"]), minibatch["act"], minibatch["logp"], minibatch["adv"], args.clip_coef
-    )
+    dist = agent.actor(minibatch["obs"])
+    surrogate = ppo_surrogate(dist, minibatch["act"], minibatch["logp"], minibatch["adv"], args.clip_coef)
     return torch.stack([-surrogate, reward_loss, cost_loss])
 
 

@@ -329,9 +329,8 @@ def damped_fisher_solve_fn(actor: Actor, obs: torch.Tensor, damping: float) -> C
             deltas.insert(0, (deltas[0] @ linear.weight) * (1.0 - hidden * hidden)[:, None, :])
         gram = sum(torch.einsum("bao,cdo,bc->bacd", d, d, x @ x.T + 1.0) for d, x in zip(deltas, inputs))
         require_finite("Fisher matrix of the SHAPO solve", gram)  # then, damped, it is positive definite
-        cholesky = torch.linalg.cholesky(
-            gram.reshape(batch * act_dim, -1) + damping * torch.eye(batch * act_dim, dtype=obs.dtype, device=obs.device)
-        )
+        identity = torch.eye(batch * act_dim, dtype=obs.dtype, device=obs.device)
+        cholesky = torch.linalg.cholesky(gram.reshape(batch * act_dim, -1) + damping * identity)
     sizes = [p.numel() for p in actor.parameters()]
 
     @torch.no_grad()
