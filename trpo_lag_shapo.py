@@ -446,12 +446,8 @@ def shapo_gradient(
 
 def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> float:
     """delta_Down in force in `epoch` (0-based) after `transitions` collected, for `act_dim` action dimensions
-    (spec §5, §8). prop5 is paper Prop. 5 in the code's units: under the posterior N(theta0, F^-1 / n), F the
-    Fisher of an action's joint log-likelihood, the linearised objective L0 + g^T (theta - theta0) has
-    standard deviation sqrt(g^T F^-1 g / n), so its alpha-quantile is z_alpha times that below L0, z_alpha =
-    Phi^-1(1 - alpha). The perturbation (undamped) lowers it by sqrt(2 delta g^T F_code^-1 g), where the code's
-    KL and Fisher average over the action dimensions, F_code = F / A; the two agree at delta = z_alpha^2 /
-    (2 n A), with n the transitions so far (paper App. F)."""
+    (spec §8). prop5 is paper Prop. 5 (App. F) in the code's units, z_alpha^2 / (2 n A), z_alpha = Phi^-1(1 - alpha),
+    n the transitions so far: A enters as the code's KL and Fisher average over the action dimensions (spec §5)."""
     if args.pessimism_schedule == "sqrt-epoch":  # the release's decay
         return args.delta_down / math.sqrt(epoch + 1)
     if args.pessimism_schedule == "prop5":
