@@ -280,21 +280,16 @@ def ppo_surrogate(dist: Normal, act: torch.Tensor, logp_old: torch.Tensor, adv: 
     return torch.min(ratio * adv, ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * adv).mean()
 
 
-def ppo_losses(agent: SimpleNamespace, minibatch: dict, args: Args) -> torch.Tensor:
-    """[3]: the actor's loss -L^clip and the reward and cost critics' critic_loss on `minibatch` (rows of
-    make_batch's batch); the minibatch step descends their sum (spec §3)."""
+def ppo_step(agent: SimpleNamespace, minibatch: dict, args: Args) -> tuple:
+    """One Adam step of the actor and critics on `minibatch` (rows of make_batch's batch), down the sum of the
+    actor's loss -L^clip and the reward and cost critics' critic_loss, after one joint gradient clip (spec §3).
+    Returns the losses [3] and the gradient norm before the clip."""
+    agent.optimizer.zero_grad()
     reward_loss = critic_loss(agent.reward_critic, minibatch["obs"], minibatch["target_reward"], args.critic_l2_coef)
     cost_loss = critic_loss(agent.cost_critic, minibatch["obs"], minibatch["target_cost"], args.critic_l2_coef)
     dist = agent.actor(minibatch["obs"])
     surrogate = ppo_surrogate(dist, minibatch["act"], minibatch["logp"], minibatch["adv"], args.clip_coef)
-    return torch.stack([-surrogate, reward_loss, cost_loss])
-
-
-def ppo_step(agent: SimpleNamespace, minibatch: dict, args: Args) -> tuple:
-    """One Adam step of the actor and critics on the sum of ppo_losses, after one joint gradient clip (spec §3).
-    Returns the losses [3] and the gradient norm before the clip."""
-    agent.optimizer.zero_grad()
-    losses = ppo_losses(agent, minibatch, args)
+    losses = torch.stack([-surrogate, reward_loss, cost_loss])
     losses.sum().backward()
     params = [param for group in agent.optimizer.param_groups for param in group["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm)

@@ -457,8 +457,8 @@ def sam_critic_loss(
 def ppo_step(agent: SimpleNamespace, minibatch: dict, args: Args, delta_down: float) -> tuple:
     """One Adam step of the actor and critics after one joint gradient clip (spec §3). SHAPO: the actor's gradient
     is shapo_gradient's on the minibatch, radius delta_down (our reading of Alg. 4 [I], spec §7); the critics'
-    are sam_critic_loss's. Returns the losses [3] as ppo_losses orders them, the gradient norm before the clip
-    and the SHAPO diagnostics."""
+    are sam_critic_loss's. Returns the losses [3] (actor, reward critic, cost critic), the gradient norm before
+    the clip and the SHAPO diagnostics."""
     agent.optimizer.zero_grad()
     obs, act, adv = minibatch["obs"], minibatch["act"], minibatch["adv"]
     rho, l2_coef = args.critic_sam_rho, args.critic_l2_coef
