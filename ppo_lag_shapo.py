@@ -165,11 +165,13 @@ def make_envs(args: Args):
     env_fns = [partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs
     if not args.async_envs:
         return safety_gymnasium.vector.SafetySyncVectorEnv(env_fns)
-    handlers_before = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {}  # the handlers to put back
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, signal.SIG_IGN)
     try:  # the subprocesses start here and keep the ignored signals
         return safety_gymnasium.vector.SafetyAsyncVectorEnv(env_fns)
     finally:
-        for signum, handler in handlers_before.items():
+        for signum, handler in handlers.items():
             signal.signal(signum, handler)
 
 
@@ -511,15 +513,16 @@ class StopRequested(Exception):
     """Raised inside an epoch once a stop is requested (Ctrl-C, SIGTERM): the epoch is abandoned."""
 
 
-# an episode that ended during a rollout: the rollout step t at which it ended, and its totals (episode_sums' rows)
+# an episode that ended during a rollout: the rollout step t at which it ended, and its totals
 Episode = namedtuple("Episode", "t episode_return cost length")
+RETURN, COST, LENGTH = range(3)  # the rows of a rollout's episode_sums
 
 
 def rollout(
     envs, agent: SimpleNamespace, obs: np.ndarray, episode_sums: np.ndarray, num_steps: int, stop: SimpleNamespace
 ):
     """`num_steps` steps of every env from the normalised observations `obs` [N, obs_dim], actions drawn from
-    agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the return, cost and length of each
+    agent.actor. Episodes run on across epochs, `episode_sums` [3, N] holding the RETURN, COST and LENGTH of each
     one under way (in place; the step that ends it counts, spec §2). Returns data (float32 CPU tensors obs, act, logp,
     next_obs, reward, cost, terminated, done, [T, N, ...]; next_obs[t] the state step t reached, the final observation
     where truncated), the next observations and the ended Episodes. Raises StopRequested once stop.signal is set."""
@@ -545,7 +548,9 @@ def rollout(
         data["terminated"][t], data["done"][t] = terminated, done
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append(Episode(t, *episode_sums[:, i].tolist()))
+            episodes.append(
+                Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i]))
+            )
             episode_sums[:, i] = 0.0
         obs = next_obs
         if stop.signal:
@@ -590,7 +595,7 @@ def train(
     J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
     num_epochs = args.total_timesteps // args.steps_per_epoch
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    episode_sums = np.zeros((3, args.num_envs))  # return, cost and length of each env's episode under way
+    episode_sums = np.zeros((3, args.num_envs))  # RETURN, COST and LENGTH of each env's episode under way
     start_time, start_step = time.time(), progress.global_step
     device = next(agent.actor.parameters()).device
     for epoch in range(progress.epoch, num_epochs):
@@ -701,13 +706,15 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     def request_stop(signum: int, _frame) -> None:
         stop.signal = stop.signal or signal.Signals(signum).name
 
-    handlers_before = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {}  # the handlers to put back
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, request_stop)
     try:
         obs, _ = envs.reset(seed=env_seeds)
         agent.normalizer.update(obs)
         train(args, envs, agent.normalizer(obs), agent, progress, writer, run_dir, stop)
     finally:
-        for signum, handler in handlers_before.items():
+        for signum, handler in handlers.items():
             signal.signal(signum, handler)
         envs.close()
         writer.close()
