@@ -344,8 +344,9 @@ def test_dose_response_table_pairs_by_seed_and_averages_the_diagnostics(tmp_path
     text = (out / "results.md").read_text()
     measures, improvement, diagnostics = [table_rows(part)[1:] for part in text.split("\n\n") if part.startswith("|")]
     assert [row[:2] for row in measures] == [["0", "0, 1, 2"], ["0.0001", "0, 1"]]
-    assert [point(cell) for cell in measures[1][2:]] == [19.0, 47.0, 0.0, 4.0, 2.0, -0.5]  # paired: seeds 0, 1
-    assert measures[0][5:] == ["", "", ""]  # no paired difference of the base with itself
+    assert [point(cell) for cell in measures[1][2:8]] == [19.0, 47.0, 0.0, 4.0, 2.0, -0.5]  # paired: seeds 0, 1
+    assert measures[1][8] == "2/2, 1/2, 1/2"  # return higher on both, falls fewer on seed 0, share tied on seed 1
+    assert measures[0][5:] == ["", "", "", ""]  # no paired difference of the base with itself
     # returns 16, 22 against 10, 20, 30: 3 of 6 pairs higher; falls 24, 70 against 30, 60, 90: 4 of 6 lower
     assert [point(cell) for cell in improvement[1][4:]] == [0.5, pytest.approx(4 / 6, abs=0.005)]
     assert point(diagnostics[1][4]) == pytest.approx(((0.9 + 0.8) / 2 + (0.7 + 0.4) / 2) / 2)

@@ -40,6 +40,7 @@ DIAGNOSTICS = {
     "shapo/cos_sim": "cos(g, g~)",
     "shapo/kl": "KL reached",
 }
+BETTER = {"final_return": 1.0, "falls_during_training": -1.0, "final_share_of_falls": -1.0}  # sign of better
 COLUMNS = ("delta_down", "seed", *MEASURES, *DIAGNOSTICS, "run")  # of runs.csv; an empty cell: not logged
 
 
@@ -138,10 +139,11 @@ def main(args: Args) -> None:
         f"SHAPO-TRPO-Lag on Walker2d-v4 (PID multiplier, cost limit 10), {args.steps} steps per run. Mean over "
         "seeds [95 % percentile-bootstrap interval over seeds, plot.py]; final values over each run's last "
         f"{args.last_episodes} episodes; Δ: the per-seed difference to δ_Down = 0 (same seed), its mean and interval "
-        "(* the interval excludes 0).",
+        "(* the interval excludes 0); better: the seeds on which it beat δ_Down = 0 (higher return, fewer falls, lower "
+        "share; a tie is not better).",
         "",
-        "| δ_Down | seeds | " + " | ".join(names) + " | " + " | ".join(f"Δ {name}" for name in names) + " |",
-        "|-" * (2 + 2 * len(MEASURES)) + "|",
+        "| δ_Down | seeds | " + " | ".join(names) + " | " + " | ".join(f"Δ {name}" for name in names) + " | better |",
+        "|-" * (3 + 2 * len(MEASURES)) + "|",
     ]
     points = {column: [] for column in MEASURES}  # (delta, mean, interval) per measure, for the figure
     for delta in deltas:
@@ -150,11 +152,14 @@ def main(args: Args) -> None:
             point, interval = plot.mean_interval([row[column] for row in groups[delta]])
             points[column].append((delta, point, interval))
             cells.append(plot.format_interval(point, interval))
+        wins = []
         for column in MEASURES:
             differences = [row[column] - base[row["seed"]][column] for row in groups[delta] if row["seed"] in base]
             cells.append(
                 plot.format_interval(*plot.mean_interval(differences), signed=True) if delta and differences else ""
             )
+            wins.append(f"{sum(BETTER[column] * difference > 0 for difference in differences)}/{len(differences)}")
+        cells.append(", ".join(wins) if delta else "")
         lines.append(f"| {delta:g} | {seeds(groups[delta])} | " + " | ".join(cells) + " |")
     lines += ["", *improvement_table(groups), ""]
     lines += [
@@ -190,7 +195,7 @@ def seeds(rows: list) -> str:
 def improvement_table(groups: dict) -> list:
     """Per radius the IQM of the final return and of the falls, and P(X > δ_Down = 0) for each (fewer falls is
     better), with plot.py's stratified-bootstrap intervals (one task: its runs resampled)."""
-    signs = {"final_return": 1.0, "falls_during_training": -1.0}
+    signs = {column: BETTER[column] for column in ("final_return", "falls_during_training")}
     columns = [
         "δ_Down",
         "seeds",
