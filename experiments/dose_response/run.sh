@@ -1,7 +1,7 @@
 #!/bin/bash
 # Does a larger radius make SHAPO safer? SHAPO-TRPO-Lag on Walker2d-v4 in the paper's setting (PID multiplier,
 # cost limit 10, 1 000 000 steps) at delta_Down in {0, 1e-5, 1e-4, 1e-3, 1e-2} (0 is TRPO-Lag itself), seeds 0-4:
-# 25 runs of 10-20 minutes on one core, about 3-4 hours on 2 cores. It resumes: run it again until it ends.
+# 25 runs of 10-11 minutes on an idle core, about 2.5 hours on 2 cores. It resumes: run it again until it ends.
 #   [WORKERS=2] [SEEDS="0 1 2 3 4"] bash experiments/dose_response/run.sh [out-dir]
 # Then the tables and figure (dose_response.py): return, falls and share of falls against delta_Down, paired with
 # delta_Down = 0 by seed, their IQM and probability of improvement over delta_Down = 0, and the perturbation's
