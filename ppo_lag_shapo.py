@@ -93,7 +93,7 @@ class Args:
     track: bool = False  # mirror the TensorBoard log to Weights & Biases (pip install -r requirements-track.txt)
     wandb_project_name: str = "shapo"  # W&B project of --track
     wandb_entity: Optional[str] = None  # W&B team or user of --track (None: your default)
-    delta_down: float = 1e-5  # delta_Down: KL radius of the SHAPO perturbation (spec §5); 0 recovers the base algorithm
+    delta_down: float = 1e-5  # delta_Down: KL radius of the SHAPO perturbation (spec §5); 0 gives the base algorithm
     pessimism_schedule: Literal["constant", "sqrt-epoch", "prop5"] = "constant"
     """delta_Down per epoch: constant, delta_Down / sqrt(epoch + 1), or Prop. 5's z_alpha^2 / (2 n_t A) (spec §8)"""
     pessimism_alpha: float = 0.05  # alpha of --pessimism-schedule prop5: the alpha-quantile of the objective
@@ -428,7 +428,7 @@ def shapo_gradient(
 def pessimism_radius(args: Args, epoch: int, transitions: int, act_dim: int) -> float:
     """delta_Down in force in `epoch` (0-based) after `transitions` collected, for `act_dim` action dimensions
     (spec §8). prop5 is paper Prop. 5 (App. F) in the code's units, z_alpha^2 / (2 n A), z_alpha = Phi^-1(1 - alpha),
-    n the transitions so far: A enters as the code's KL and Fisher average over the action dimensions (spec §5)."""
+    n the transitions so far; A appears because the code's KL and Fisher average over action dimensions (spec §5)."""
     if args.pessimism_schedule == "sqrt-epoch":  # the release's decay
         return args.delta_down / math.sqrt(epoch + 1)
     if args.pessimism_schedule == "prop5":

@@ -88,7 +88,7 @@ class Args:
     cg_damping: float = 0.1  # damping added to the Fisher matrix: (F + damping I) x = g
     line_search_steps: int = 15  # backtracking line-search tries
     line_search_decay: float = 0.8  # step shrink factor per line-search try
-    lagrangian: Literal["adam", "pid"] = "adam"  # multiplier update: 'adam' (spec §2) or the release's 'pid' (spec §8)
+    lagrangian: Literal["adam", "pid"] = "adam"  # multiplier update: Adam (spec §2) or the release's PID (spec §8)
     pid_kp: float = 0.1  # PID Lagrangian: proportional gain
     pid_ki: float = 0.01  # PID Lagrangian: integral gain
     pid_kd: float = 0.01  # PID Lagrangian: derivative gain
