@@ -103,37 +103,27 @@ class Args:
 FALL_COST_ENVS = ("Ant-v4", "Walker2d-v4")
 
 
-class FallCost(gym.Wrapper):
-    """A gymnasium MuJoCo task as a safety task (spec §2, [R]): a step costs 1 if the agent fell there."""
+class StepCost(gym.Wrapper):
+    """A Gymnasium task stepped as a safety task (spec §2): a step of Ant-v4 or Walker2d-v4 costs 1 if the agent fell
+    there ([R]); any other task reports its step's cost as info["cost"] (ValueError at a step that does not)."""
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, float(terminated), terminated, truncated, info
-
-
-class InfoCost(gym.Wrapper):
-    """Any other Gymnasium task that reports its step's cost as info["cost"], stepped as a safety task (spec §2).
-    ValueError at a step whose info has no "cost"."""
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if "cost" not in info:
+        cost = terminated if self.spec.id in FALL_COST_ENVS else info.get("cost")
+        if cost is None:
             raise ValueError(f"{self.spec.id} reports no cost: its step must return info['cost'] (see README)")
-        return obs, reward, float(info["cost"]), terminated, truncated, info
+        return obs, reward, float(cost), terminated, truncated, info
 
 
 def make_env(env_id: str, max_episode_steps: Optional[int] = None, render_mode: Optional[str] = None) -> gym.Env:
     """One safety environment taking actions in [-1, 1], mapped affinely onto the task's range and not clipped, as in
     OmniSafe and SafePO: the task charges its control cost on the action as sampled, MuJoCo clamps the control
-    (spec §2).
-    A safety-gymnasium task, Ant-v4 / Walker2d-v4 with FallCost, or any Gymnasium id ("module:Id" imports the module
-    that registers it) whose steps report info["cost"]."""
-    if env_id in FALL_COST_ENVS:
-        env = FallCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
-    elif env_id in safety_gymnasium.utils.registration.safe_registry:
+    (spec §2). A safety-gymnasium task, or any Gymnasium id ("module:Id" imports the module that registers it)
+    through StepCost."""
+    if env_id in safety_gymnasium.utils.registration.safe_registry:
         env = safety_gymnasium.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
     else:
-        env = InfoCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
+        env = StepCost(gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode))
     return gym.experimental.wrappers.RescaleActionV0(env, np.float32(-1.0), np.float32(1.0))
 
 
@@ -145,14 +135,7 @@ def set_skybox(plain: bool) -> None:
     def load(file, Loader):  # safety_gymnasium.world reads nothing but its assets.yaml with yaml
         assets = yaml.load(file, Loader)
         if plain:
-            assets["textures"]["skybox"] = {
-                "@type": "skybox",
-                "@builtin": "gradient",
-                "@rgb1": "0.4 0.6 0.8",
-                "@rgb2": "0 0 0",
-                "@width": "32",
-                "@height": "32",
-            }
+            assets["textures"]["skybox"] = {"@type": "skybox", "@builtin": "gradient", "@width": "32", "@height": "32"}
         return assets
 
     safety_gymnasium.world.yaml = SimpleNamespace(load=load, FullLoader=yaml.FullLoader)
@@ -160,19 +143,16 @@ def set_skybox(plain: bool) -> None:
 
 def make_envs(args: Args):
     """The run's args.num_envs environments (plain skybox), stepped one after another in this process or, with
-    --async-envs, each in a subprocess that ignores SIGINT and SIGTERM: the main process stops them itself."""
+    --async-envs, each in a subprocess that blocks SIGINT and SIGTERM: the main process stops them itself."""
     set_skybox(plain=True)
     env_fns = [partial(make_env, args.env_id, args.max_episode_steps)] * args.num_envs
     if not args.async_envs:
         return safety_gymnasium.vector.SafetySyncVectorEnv(env_fns)
-    handlers = {}  # the handlers to put back
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handlers[signum] = signal.signal(signum, signal.SIG_IGN)
-    try:  # the subprocesses start here and keep the ignored signals
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+    try:  # the subprocesses start here and inherit the mask
         return safety_gymnasium.vector.SafetyAsyncVectorEnv(env_fns)
     finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
 
 
 class ObsNormalizer(RunningMeanStd):
@@ -474,9 +454,7 @@ def rollout(
         data["terminated"][t], data["done"][t] = terminated, done
         episode_sums += [reward, cost, np.ones_like(reward)]
         for i in np.flatnonzero(done):
-            episodes.append(
-                Episode(t, float(episode_sums[RETURN, i]), float(episode_sums[COST, i]), int(episode_sums[LENGTH, i]))
-            )
+            episodes.append(Episode(t, episode_sums[RETURN, i], episode_sums[COST, i], episode_sums[LENGTH, i]))
             episode_sums[:, i] = 0.0
         obs = next_obs
         if stop.signal:
@@ -511,13 +489,12 @@ def train(
     agent: SimpleNamespace,
     progress: SimpleNamespace,
     writer: SummaryWriter,
-    run_dir: str,
     stop: SimpleNamespace,
 ) -> None:
     """The epochs from progress.epoch on, from the envs' first normalised observations `obs` [N, obs_dim]: rollout,
     J_c and the Lagrange multiplier, advantages, update, logging and checkpoint (spec §2, §9)."""
     num_epochs = args.total_timesteps // args.steps_per_epoch
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
     episode_sums = np.zeros((3, args.num_envs))  # RETURN, COST and LENGTH of each env's episode under way
     start_time, start_step = time.time(), progress.global_step
     device = next(agent.actor.parameters()).device
@@ -629,7 +606,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
     try:
         obs, _ = envs.reset(seed=env_seeds)
         agent.normalizer.update(obs)
-        train(args, envs, agent.normalizer(obs), agent, progress, writer, run_dir, stop)
+        train(args, envs, agent.normalizer(obs), agent, progress, writer, stop)
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
@@ -652,6 +629,12 @@ def draw_seeds(seed: int, count: int, epoch: Optional[int] = None) -> list:
 
 CHECKPOINT_VERSION = 2  # raise it whenever what a checkpoint holds changes
 CHECKPOINT_PARTS = ("actor", "reward_critic", "cost_critic", "optimizer", "lagrange", "normalizer")  # of make_agent's
+# flags a resumed run may change; all others must match the checkpoint's
+RESUMABLE_FLAGS = "total_timesteps save_model save_every resume cuda async_envs track wandb_project_name wandb_entity"
+SUPPORTED_TASKS = (
+    "use a safety-gymnasium vector-observation task (e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1), "
+    f"one of {', '.join(FALL_COST_ENVS)}, or a Gymnasium task whose steps report info['cost'] (README)"
+)
 
 
 def snapshot(args: Args, agent: SimpleNamespace, progress: SimpleNamespace) -> dict:
@@ -694,41 +677,22 @@ def check_args(args: Args) -> None:
     if args.compile and not args.cuda and not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
         raise ValueError("--compile on the CPU needs a C++ compiler (g++ or clang++) on the PATH")
     if args.steps_per_epoch % args.num_envs or args.total_timesteps < args.steps_per_epoch:
-        raise ValueError(
-            f"--steps-per-epoch ({args.steps_per_epoch}) must be a multiple of --num-envs ({args.num_envs}) "
-            f"and at most --total-timesteps ({args.total_timesteps})"
-        )
-
-
-SUPPORTED_TASKS = (
-    "use a safety-gymnasium vector-observation task (e.g. SafetyPointGoal1-v0, SafetyHopperVelocity-v1), "
-    f"one of {', '.join(FALL_COST_ENVS)}, or a Gymnasium task whose steps report info['cost'] (README)"
-)
+        raise ValueError("--steps-per-epoch must be a multiple of --num-envs and at most --total-timesteps")
 
 
 def check_custom_env(env_id: str) -> None:
     """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
-    whose first step reports info["cost"]."""
-    try:  # gymnasium's errors (unknown id, module not found, a constructor's), InfoCost's (no cost) and ours
-        env = gym.make(env_id)
+    whose first step reports a cost (StepCost)."""
+    try:  # gymnasium's errors (unknown id, module not found, a constructor's), StepCost's (no cost) and ours
+        env = StepCost(gym.make(env_id))
         spaces = (env.observation_space, env.action_space)
-        env.close()
         if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
             raise ValueError("needs a flat Box observation space and a Box action space")
-        env = make_env(env_id)
         env.reset(seed=0)
         env.step(env.action_space.sample())
         env.close()
     except Exception as error:
-        raise ValueError(
-            f"unsupported --env-id {env_id!r} ({type(error).__name__}: {error}): {SUPPORTED_TASKS}"
-        ) from None
-
-
-# flags a resumed run may change; all others must match the checkpoint's
-RESUMABLE_FLAGS = (
-    "total_timesteps save_model save_every resume cuda async_envs track wandb_project_name wandb_entity".split()
-)
+        raise ValueError(f"unsupported --env-id {env_id!r} ({error}): {SUPPORTED_TASKS}") from None
 
 
 def load_checkpoint(path: str, args: Args) -> dict:
@@ -741,12 +705,9 @@ def load_checkpoint(path: str, args: Args) -> dict:
     found = checkpoint.get("script", "?") if isinstance(checkpoint, dict) else "?"
     if found != SCRIPT:
         raise ValueError(f"--resume: {path} is a checkpoint of {found}, not of {SCRIPT}")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"--resume: {path} has checkpoint format {checkpoint.get('version', 1)}, this {SCRIPT} reads "
-            f"format {CHECKPOINT_VERSION}"
-        )
-    for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS]:
+    if (version := checkpoint.get("version", 1)) != CHECKPOINT_VERSION:
+        raise ValueError(f"--resume: {path} has checkpoint format {version}, this {SCRIPT} reads {CHECKPOINT_VERSION}")
+    for name in [name for name in vars(args) if name not in RESUMABLE_FLAGS.split()]:
         if checkpoint["args"].get(name) != getattr(args, name):
             flag, value = f"--{name.replace('_', '-')}", checkpoint["args"].get(name)
             raise ValueError(f"--resume: {path} was written with {flag} {value}, not {getattr(args, name)}")

@@ -93,7 +93,7 @@ def test_a_custom_task_is_named_by_its_module_on_the_command_line(tmp_path):
     [
         ("ToyNoCost-v0", re.escape("ToyNoCost-v0 reports no cost: its step must return info['cost']")),
         ("CartPole-v1", "needs a flat Box observation space and a Box action space"),
-        ("no_such_module:Toy-v0", "ModuleNotFoundError"),
+        ("no_such_module:Toy-v0", "No module named .no_such_module."),
     ],
 )
 def test_a_task_without_a_cost_or_of_another_kind_gets_one_line(env_id, message):

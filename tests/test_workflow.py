@@ -421,7 +421,5 @@ def test_a_checkpoint_of_another_format_gets_one_line(tmp_path):
     module = load("ppo_lag")
     path = tmp_path / "checkpoint.pt"
     torch.save({"script": "ppo_lag.py", "args": vars(module.Args()), "actor": {}}, path)
-    with pytest.raises(
-        ValueError, match=f"checkpoint format 1, this ppo_lag.py reads format {module.CHECKPOINT_VERSION}"
-    ):
+    with pytest.raises(ValueError, match=f"checkpoint format 1, this ppo_lag.py reads {module.CHECKPOINT_VERSION}"):
         module.load_checkpoint(str(path), module.Args(resume=str(path)))
