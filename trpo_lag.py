@@ -41,13 +41,11 @@ def import_safety_gymnasium():
     arrays as field defaults, which 3.11 rejects; during the import each becomes a default_factory."""
     plain_dataclass = dataclasses.dataclass
 
-    def numpy_safe_dataclass(cls=None, /, **kwargs):
-        if cls is None:
-            return partial(numpy_safe_dataclass, **kwargs)
+    def numpy_safe_dataclass(cls):  # safety_gymnasium 1.0.0 applies the bare @dataclass only
         for name in cls.__dict__.get("__annotations__", {}):
             if isinstance(default := cls.__dict__.get(name), np.ndarray):
                 setattr(cls, name, dataclasses.field(default_factory=default.copy))
-        return plain_dataclass(cls, **kwargs)
+        return plain_dataclass(cls)
 
     dataclasses.dataclass = numpy_safe_dataclass
     import safety_gymnasium
