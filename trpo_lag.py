@@ -574,7 +574,6 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
             getattr(agent, name).load_state_dict(checkpoint[name])
         progress = SimpleNamespace(**{key: checkpoint[key] for key in vars(progress)})
         run_dir = os.path.dirname(os.path.abspath(args.resume))
-    # a resumed run first drops whatever the stopped one logged after its checkpoint
     if args.track:  # before the writer: W&B mirrors what it writes; a resumed run goes on in the W&B run of its folder
         import wandb
 
@@ -589,6 +588,7 @@ def main(args: Args, checkpoint: Optional[dict] = None) -> SimpleNamespace:
             id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name),
             resume="allow",
         )
+    # a resumed run first drops whatever the stopped one logged after its checkpoint
     writer = SummaryWriter(run_dir, purge_step=progress.global_step + 1 if checkpoint else None)
     if not checkpoint:
         rows = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
