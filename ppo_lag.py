@@ -99,9 +99,13 @@ class StepCost(gym.Wrapper):
     """A Gymnasium task stepped as a safety task (spec §2): a step of Ant-v4 or Walker2d-v4 costs 1 if the agent fell
     there ([R]); any other task reports its step's cost as info["cost"] (ValueError at a step that does not)."""
 
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.fall_cost = env.spec.id in FALL_COST_ENVS
+
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        cost = terminated if self.spec.id in FALL_COST_ENVS else info.get("cost")
+        cost = terminated if self.fall_cost else info.get("cost")
         if cost is None:
             raise ValueError(f"{self.spec.id} reports no cost: its step must return info['cost'] (see README)")
         return obs, reward, float(cost), terminated, truncated, info
@@ -579,13 +583,12 @@ def check_custom_env(env_id: str) -> None:
     """ValueError (one line) unless `env_id` makes a Gymnasium env with a flat Box observation and a Box action space
     whose first step reports a cost (StepCost)."""
     try:  # gymnasium's errors (unknown id, module not found, a constructor's), StepCost's (no cost) and ours
-        env = StepCost(gym.make(env_id))
-        spaces = (env.observation_space, env.action_space)
-        if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
-            raise ValueError("needs a flat Box observation space and a Box action space")
-        env.reset(seed=0)
-        env.step(env.action_space.sample())
-        env.close()
+        with StepCost(gym.make(env_id)) as env:  # closed on every path
+            spaces = (env.observation_space, env.action_space)
+            if not all(isinstance(space, gym.spaces.Box) for space in spaces) or len(spaces[0].shape) != 1:
+                raise ValueError("needs a flat Box observation space and a Box action space")
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
     except Exception as error:
         raise ValueError(f"unsupported --env-id {env_id!r} ({error}): {SUPPORTED_TASKS}") from None
 
